@@ -1,0 +1,165 @@
+"""Configuration from environment variables, validated once at start-up.
+
+Every port, address and secret of the mesh is defined here and nowhere else:
+the services, the local stack script, the tests and the benchmarks all read
+them through `load()`. Each setting has a default that runs on one machine;
+a bad value stops the process with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+SERVICES: tuple[str, ...] = ("auth", "jobs", "billing", "transcribe", "translate", "tts", "media")
+
+# Default ports: gRPC on 5005x, Prometheus metrics on 946x, infrastructure on 5xxxx
+# away from the well-known ports a developer's own servers may hold.
+DEFAULT_GRPC_PORTS = {name: 50051 + i for i, name in enumerate(SERVICES)}
+DEFAULT_METRICS_PORTS = {name: 9461 + i for i, name in enumerate(SERVICES)}
+DEFAULT_INFRA_PORTS = {"envoy": 8080, "envoy_admin": 9901, "postgres": 55432, "valkey": 56379, "nats": 54222}
+
+# Development secrets: fine on a laptop, refused when OCTAVIA_ENVIRONMENT=production.
+DEV_JWT_SECRET = "octavia-dev-jwt-secret-change-me-0123456789"
+DEV_SERVICE_SECRET = "octavia-dev-service-secret-change-me-0123456789"
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one service listens and where the others reach it."""
+
+    name: str
+    host: str
+    port: int
+    metrics_port: int
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Config:
+    environment: str
+    log_level: str
+    var_dir: Path
+    endpoints: Mapping[str, Endpoint]
+    envoy_port: int
+    envoy_admin_port: int
+    postgres_port: int
+    valkey_port: int
+    nats_port: int
+    database_url: str
+    redis_url: str
+    nats_url: str
+    cors_origins: tuple[str, ...]
+    jwt_secret: str = field(repr=False)
+    service_secret: str = field(repr=False)
+    access_token_ttl_s: int
+    refresh_token_ttl_s: int
+    grace_period_s: float
+
+    def endpoint(self, service: str) -> Endpoint:
+        return self.endpoints[service]
+
+
+class _Env:
+    """Reads typed values from an environment mapping, naming the variable on error."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.environ = environ
+
+    def str(self, name: str, default: str) -> str:
+        value = self.environ.get(name, "").strip()
+        return value or default
+
+    def int(self, name: str, default: int, lo: int, hi: int) -> int:
+        raw = self.environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        if not lo <= value <= hi:
+            raise ConfigError(f"{name}={value} is out of range ({lo} to {hi})")
+        return value
+
+    def port(self, name: str, default: int) -> int:
+        return self.int(name, default, 1, 65535)
+
+    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+        value = self.str(name, default)
+        parsed = urlparse(value)
+        if parsed.scheme not in schemes or not parsed.hostname:
+            raise ConfigError(f"{name}={value!r} is not a {' or '.join(schemes)} URL with a host")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.str(name, default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+
+def load(environ: Mapping[str, str] | None = None) -> Config:
+    """Build the configuration from `environ` (default: the process environment)."""
+    env = _Env(os.environ if environ is None else environ)
+    environment = env.choice("OCTAVIA_ENVIRONMENT", "development", ("development", "test", "production"))
+
+    endpoints = {}
+    for name in SERVICES:
+        upper = name.upper()
+        endpoints[name] = Endpoint(
+            name=name,
+            host=env.str(f"OCTAVIA_{upper}_HOST", "127.0.0.1"),
+            port=env.port(f"OCTAVIA_{upper}_PORT", DEFAULT_GRPC_PORTS[name]),
+            metrics_port=env.port(f"OCTAVIA_{upper}_METRICS_PORT", DEFAULT_METRICS_PORTS[name]),
+        )
+
+    infra = {key: env.port(f"OCTAVIA_{key.upper()}_PORT", port) for key, port in DEFAULT_INFRA_PORTS.items()}
+
+    jwt_secret = env.str("OCTAVIA_JWT_SECRET", DEV_JWT_SECRET)
+    service_secret = env.str("OCTAVIA_SERVICE_SECRET", DEV_SERVICE_SECRET)
+    for var, value, dev in (
+        ("OCTAVIA_JWT_SECRET", jwt_secret, DEV_JWT_SECRET),
+        ("OCTAVIA_SERVICE_SECRET", service_secret, DEV_SERVICE_SECRET),
+    ):
+        if len(value) < 32:
+            raise ConfigError(f"{var} must be at least 32 characters long")
+        if environment == "production" and value == dev:
+            raise ConfigError(f"{var} is the development default; set a secret of your own in production")
+
+    origins = tuple(o.strip() for o in env.str("OCTAVIA_CORS_ORIGINS", "http://localhost:3000").split(",") if o.strip())
+
+    return Config(
+        environment=environment,
+        log_level=env.choice("OCTAVIA_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        var_dir=Path(env.str("OCTAVIA_VAR_DIR", str(ROOT / "var"))).resolve(),
+        endpoints=endpoints,
+        envoy_port=infra["envoy"],
+        envoy_admin_port=infra["envoy_admin"],
+        postgres_port=infra["postgres"],
+        valkey_port=infra["valkey"],
+        nats_port=infra["nats"],
+        database_url=env.url(
+            "OCTAVIA_DATABASE_URL", f"postgresql://octavia@127.0.0.1:{infra['postgres']}/octavia", ("postgresql", "postgres")
+        ),
+        redis_url=env.url("OCTAVIA_REDIS_URL", f"redis://127.0.0.1:{infra['valkey']}/0", ("redis", "rediss")),
+        nats_url=env.url("OCTAVIA_NATS_URL", f"nats://127.0.0.1:{infra['nats']}", ("nats", "tls")),
+        cors_origins=origins,
+        jwt_secret=jwt_secret,
+        service_secret=service_secret,
+        access_token_ttl_s=env.int("OCTAVIA_ACCESS_TOKEN_TTL_S", 900, 30, 86400),
+        refresh_token_ttl_s=env.int("OCTAVIA_REFRESH_TOKEN_TTL_S", 30 * 86400, 300, 365 * 86400),
+        grace_period_s=env.int("OCTAVIA_SHUTDOWN_GRACE_S", 10, 0, 300),
+    )
