@@ -1,0 +1,1 @@
+"""The runtime every Octavia service shares: config, bootstrap, auth, errors, data clients."""

@@ -1,0 +1,125 @@
+"""NATS JetStream: the streams, subjects and consumers of the job pipeline.
+
+Defined once here and declared idempotently by every service that uses them,
+so start-up order does not matter:
+
+- OCTAVIA_TASKS (work queue): `octavia.tasks.<stage>`, one message per unit of
+  stage work (a `octavia.jobs.v1.StageTask`). Each stage is consumed by the
+  durable pull consumer of the service that owns it.
+- OCTAVIA_EVENTS (limits, kept 7 days): `octavia.events.<job id>`, stage
+  results and progress (`octavia.jobs.v1.StageEvent`), consumed by the jobs
+  orchestrator and read by WatchJob.
+
+Both streams drop a message whose `Nats-Msg-Id` was seen within the duplicate
+window, which is what makes the outbox relay's re-publishes harmless.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nats
+import structlog
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+log = structlog.get_logger("bus")
+
+TASKS_STREAM = "OCTAVIA_TASKS"
+EVENTS_STREAM = "OCTAVIA_EVENTS"
+DUPLICATE_WINDOW_S = 120.0
+DAY_S = 86400.0
+
+# Which service's workers run each stage (names match octavia.jobs.v1.Stage without the prefix).
+STAGE_OWNERS: dict[str, str] = {
+    "probe": "media",
+    "extract_audio": "media",
+    "transcribe": "transcribe",
+    "translate": "translate",
+    "tts": "tts",
+    "mix": "media",
+    "encode": "media",
+    "mux": "media",
+    "burn_subtitles": "media",
+    "render_subtitles": "media",
+}
+
+STREAMS = (
+    StreamConfig(
+        name=TASKS_STREAM,
+        subjects=["octavia.tasks.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_age=7 * DAY_S,
+        duplicate_window=DUPLICATE_WINDOW_S,
+    ),
+    StreamConfig(
+        name=EVENTS_STREAM,
+        subjects=["octavia.events.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=7 * DAY_S,
+        duplicate_window=DUPLICATE_WINDOW_S,
+    ),
+)
+
+
+def task_subject(stage: str) -> str:
+    return f"octavia.tasks.{stage}"
+
+
+def event_subject(job_id: str) -> str:
+    return f"octavia.events.{job_id}"
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A durable pull consumer: its stream, name and delivery rules."""
+
+    stream: str
+    durable: str
+    subjects: tuple[str, ...]
+    ack_wait_s: float = 60.0
+    max_deliver: int = 5
+    backoff_s: tuple[float, ...] = (5.0, 15.0, 60.0, 120.0)
+
+    def config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            backoff=list(self.backoff_s[: self.max_deliver - 1]) or None,
+            filter_subjects=list(self.subjects),
+        )
+
+
+def stage_worker(service: str) -> Consumer:
+    """The consumer through which `service` receives the stage tasks it owns."""
+    stages = sorted(stage for stage, owner in STAGE_OWNERS.items() if owner == service)
+    return Consumer(stream=TASKS_STREAM, durable=f"{service}-worker", subjects=tuple(task_subject(s) for s in stages))
+
+
+ORCHESTRATOR = Consumer(stream=EVENTS_STREAM, durable="jobs-orchestrator", subjects=("octavia.events.>",), ack_wait_s=30.0)
+
+
+async def connect(url: str, name: str) -> nats.NATS:
+    return await nats.connect(
+        url, name=f"octavia-{name}", connect_timeout=3, max_reconnect_attempts=-1, reconnect_time_wait=1, allow_reconnect=True
+    )
+
+
+async def declare(js: JetStreamContext, consumers: tuple[Consumer, ...] = ()) -> None:
+    """Create or update the streams and create the consumers; safe to run on every start."""
+    for wanted in STREAMS:
+        try:
+            await js.stream_info(wanted.name)
+        except NotFoundError:
+            await js.add_stream(wanted)
+            log.info("bus.stream_created", stream=wanted.name)
+        else:
+            await js.update_stream(wanted)
+    for consumer in consumers:
+        await js.add_consumer(consumer.stream, consumer.config())
+        log.info("bus.consumer_ready", stream=consumer.stream, consumer=consumer.durable)

@@ -1,0 +1,95 @@
+"""API errors as google.rpc.Status with ErrorInfo (and BadRequest for fields).
+
+Handlers raise `ApiError`; the shared interceptor turns it into a gRPC status
+whose details Envoy renders into the JSON body, so a browser sees the same
+reason as a gRPC client. The domain (`<service>.octavia`) is filled in by the
+interceptor from the service that raised it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+class ApiError(Exception):
+    """An error a client should see: a status code, a stable reason and a message."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        *,
+        fields: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.fields = dict(fields or {})
+        self.metadata = dict(metadata or {})
+
+    def to_status(self, domain: str) -> grpc.Status:
+        details = [_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=domain, metadata=self.metadata))]
+        if self.fields:
+            violations = [
+                error_details_pb2.BadRequest.FieldViolation(field=name, description=text) for name, text in self.fields.items()
+            ]
+            details.append(_pack(error_details_pb2.BadRequest(field_violations=violations)))
+        return rpc_status.to_status(status_pb2.Status(code=self.code.value[0], message=self.message, details=details))
+
+
+def _pack(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def invalid_argument(fields: Mapping[str, str], reason: str = "INVALID_ARGUMENT") -> ApiError:
+    """A request with bad fields; the message lists every bad field."""
+    message = "; ".join(f"{name}: {text}" for name, text in fields.items())
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, reason, message, fields=fields)
+
+
+def not_found(what: str, name: str) -> ApiError:
+    return ApiError(grpc.StatusCode.NOT_FOUND, f"{what.upper()}_NOT_FOUND", f"{name} not found", metadata={"name": name})
+
+
+def unauthenticated(reason: str, message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
+
+
+def permission_denied(reason: str, message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.PERMISSION_DENIED, reason, message)
+
+
+def unimplemented(feature: str) -> ApiError:
+    """An RPC of the API whose feature has not been built yet. Says which."""
+    return ApiError(
+        grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED_YET", f"{feature} is not implemented yet", metadata={"feature": feature}
+    )
+
+
+def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo detail of a failed call, if it carries one (for clients and tests)."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info
+    return None
+
+
+def field_violations(error: grpc.RpcError) -> Sequence[error_details_pb2.BadRequest.FieldViolation]:
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else ():
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            return list(bad.field_violations)
+    return []

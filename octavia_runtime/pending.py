@@ -1,0 +1,39 @@
+"""RPCs of the API whose feature a later piece of work builds.
+
+`@pending(descriptor, {"CreateJob": "job creation"})` gives the servicer a
+method per RPC that answers UNIMPLEMENTED naming the missing feature, rather
+than grpc's anonymous "Method not implemented!". Names are checked against
+the service descriptor, so a typo fails at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from google.protobuf.descriptor import ServiceDescriptor
+
+from .errors import unimplemented
+
+T = TypeVar("T")
+
+
+def pending(service: ServiceDescriptor, features: Mapping[str, str]) -> Callable[[type[T]], type[T]]:
+    def decorate(cls: type[T]) -> type[T]:
+        for rpc, feature in features.items():
+            if service.methods_by_name[rpc].server_streaming:
+
+                async def stub(self, request, context, _feature=feature):
+                    raise unimplemented(_feature)
+                    yield  # an async generator, as grpc expects for a server stream
+
+            else:
+
+                async def stub(self, request, context, _feature=feature):
+                    raise unimplemented(_feature)
+
+            stub.__name__ = rpc
+            setattr(cls, rpc, stub)
+        return cls
+
+    return decorate

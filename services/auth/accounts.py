@@ -1,0 +1,188 @@
+"""Accounts and sessions: the rules, with no gRPC in them.
+
+- Passwords are hashed with argon2id, off the event loop (a hash takes tens of
+  milliseconds of CPU by design).
+- A session is a Postgres row (the source of truth, for refresh) plus a key
+  in Valkey, `auth:session:<id>`, that exists while the session is active.
+  Every authenticated call on every service checks that key through this
+  service, so deleting it (log out) refuses the session's access token at once.
+- Access tokens are HS256 JWTs that name the user and the session; only this
+  service holds their secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import argon2
+import grpc
+import jwt
+import redis.asyncio as redis
+
+from octavia_runtime.auth import Principal
+from octavia_runtime.config import Config
+from octavia_runtime.errors import ApiError, invalid_argument, unauthenticated
+
+from .store import AuthStore, EmailTaken, UserRow
+
+MAX_EMAIL = 254
+MIN_PASSWORD, MAX_PASSWORD = 10, 128
+MAX_DISPLAY_NAME = 100
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
+_SESSION_KEY = "auth:session:{}"
+
+_hasher = argon2.PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+# Verified against when the email is unknown, so a wrong email costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access_token: str
+    access_expires: datetime
+    refresh_token: str
+    refresh_expires: datetime
+
+
+def normalize_email(email: str) -> str:
+    email = email.strip().lower()
+    if not email:
+        raise invalid_argument({"email": "is required"})
+    if len(email) > MAX_EMAIL or not _EMAIL.match(email):
+        raise invalid_argument({"email": f"{email!r} is not a valid email address"}, reason="INVALID_EMAIL")
+    return email
+
+
+def check_password_strength(password: str, field: str = "password") -> None:
+    problem = None
+    if len(password) < MIN_PASSWORD:
+        problem = f"must be at least {MIN_PASSWORD} characters long"
+    elif len(password) > MAX_PASSWORD:
+        problem = f"must be at most {MAX_PASSWORD} characters long"
+    elif not re.search(r"[^\W\d_]", password) or not re.search(r"[\d\W_]", password):
+        problem = "must contain at least one letter and at least one digit or symbol"
+    if problem:
+        raise invalid_argument({field: problem}, reason="WEAK_PASSWORD")
+
+
+def _refresh_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Accounts:
+    def __init__(self, store: AuthStore, cache: redis.Redis, config: Config):
+        self.store = store
+        self.cache = cache
+        self.secret = config.jwt_secret
+        self.access_ttl = timedelta(seconds=config.access_token_ttl_s)
+        self.refresh_ttl = timedelta(seconds=config.refresh_token_ttl_s)
+
+    # --- sign up and log in ---
+
+    async def sign_up(self, email: str, password: str, display_name: str) -> UserRow:
+        email = normalize_email(email)
+        check_password_strength(password)
+        display_name = display_name.strip() or email.split("@", 1)[0]
+        if len(display_name) > MAX_DISPLAY_NAME:
+            raise invalid_argument({"display_name": f"must be at most {MAX_DISPLAY_NAME} characters long"})
+        password_hash = await asyncio.to_thread(_hasher.hash, password)
+        try:
+            return await self.store.create_user(email, display_name, password_hash)
+        except EmailTaken:
+            raise ApiError(
+                grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN", f"an account with the email {email} already exists"
+            ) from None
+
+    async def log_in(self, email: str, password: str) -> tuple[UserRow, Tokens]:
+        if not email.strip() or not password:
+            raise invalid_argument({name: "is required" for name, value in (("email", email), ("password", password)) if not value.strip()})
+        user = await self.store.user_by_email(email.strip().lower())
+        if not await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, password) or user is None:
+            raise unauthenticated("INVALID_CREDENTIALS", "the email or password is wrong")
+        return user, await self._open_session(user)
+
+    async def _open_session(self, user: UserRow) -> Tokens:
+        refresh_token = secrets.token_urlsafe(32)
+        refresh_expires = datetime.now(UTC) + self.refresh_ttl
+        session_id = await self.store.create_session(user.id, refresh_expires, _refresh_hash(refresh_token))
+        await self.cache.set(_SESSION_KEY.format(session_id), str(user.id), exat=int(refresh_expires.timestamp()))
+        access_token, access_expires = self._access_token(user.id, session_id, user.email_verified)
+        return Tokens(access_token, access_expires, refresh_token, refresh_expires)
+
+    def _access_token(self, user_id: uuid.UUID, session_id: uuid.UUID, verified: bool) -> tuple[str, datetime]:
+        now = int(time.time())
+        expires = now + int(self.access_ttl.total_seconds())
+        claims = {"sub": str(user_id), "sid": str(session_id), "ev": verified, "iat": now, "exp": expires}
+        return jwt.encode(claims, self.secret, algorithm="HS256"), datetime.fromtimestamp(expires, UTC)
+
+    # --- sessions ---
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        if not refresh_token:
+            raise invalid_argument({"refresh_token": "is required"})
+        new_token = secrets.token_urlsafe(32)
+        outcome, session_id, user_id = await self.store.rotate_refresh_token(
+            _refresh_hash(refresh_token), _refresh_hash(new_token)
+        )
+        if outcome == "reused":
+            await self.cache.delete(_SESSION_KEY.format(session_id))
+            raise unauthenticated("REFRESH_TOKEN_REUSED", "this refresh token was already used; the session is now revoked")
+        if outcome != "rotated":
+            raise unauthenticated("INVALID_REFRESH_TOKEN", "the refresh token is unknown, expired or revoked")
+        user = await self.store.user_by_id(user_id)
+        expires = await self.store.session_expiry(session_id)
+        if user is None or expires is None:
+            raise unauthenticated("INVALID_REFRESH_TOKEN", "the session has ended")
+        # Re-arm the session key (Valkey may have lost it; Postgres is the source of truth).
+        await self.cache.set(_SESSION_KEY.format(session_id), str(user.id), exat=int(expires.timestamp()))
+        access_token, access_expires = self._access_token(user.id, session_id, user.email_verified)
+        return Tokens(access_token, access_expires, new_token, expires)
+
+    async def log_out(self, principal: Principal) -> None:
+        await self.cache.delete(_SESSION_KEY.format(principal.session))
+        await self.store.revoke_session(uuid.UUID(principal.session), "logged out")
+
+    async def log_out_everywhere(self, user_id: str, reason: str = "logged out everywhere", keep: str = "") -> int:
+        ended = await self.store.revoke_sessions_of(uuid.UUID(user_id), reason, uuid.UUID(keep) if keep else None)
+        if ended:
+            await self.cache.delete(*(_SESSION_KEY.format(session) for session in ended))
+        return len(ended)
+
+    async def change_password(self, principal: Principal, current: str, new: str) -> None:
+        user = await self.store.user_by_id(uuid.UUID(principal.user_id))
+        if user is None or not await asyncio.to_thread(_verify, user.password_hash, current):
+            raise unauthenticated("INVALID_CREDENTIALS", "the current password is wrong")
+        check_password_strength(new, field="new_password")
+        await self.store.set_password(user.id, await asyncio.to_thread(_hasher.hash, new))
+        await self.log_out_everywhere(principal.user_id, "password changed", keep=principal.session)
+
+    # --- checking credentials (the interceptor of every service comes here) ---
+
+    async def authenticate(self, *, access_token: str = "", api_key: str = "") -> Principal:
+        if api_key:
+            raise unauthenticated("API_KEYS_NOT_AVAILABLE", "API keys are not implemented yet; use an access token")
+        try:
+            claims = jwt.decode(access_token, self.secret, algorithms=["HS256"], options={"require": ["exp", "sub", "sid"]})
+        except jwt.ExpiredSignatureError:
+            raise unauthenticated("TOKEN_EXPIRED", "the access token has expired; refresh it or log in again") from None
+        except jwt.InvalidTokenError:
+            raise unauthenticated("INVALID_TOKEN", "the access token is not valid") from None
+        if await self.cache.get(_SESSION_KEY.format(claims["sid"])) != claims["sub"]:
+            raise unauthenticated("SESSION_ENDED", "this session has ended (logged out or revoked); log in again")
+        return Principal(kind="user", user_id=claims["sub"], session=claims["sid"], email_verified=bool(claims.get("ev")))
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except argon2.exceptions.VerificationError:
+        return False
+    except argon2.exceptions.InvalidHashError:
+        return False

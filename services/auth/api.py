@@ -1,0 +1,102 @@
+"""The AuthService servicer: thin; it validates, calls Accounts and shapes replies."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from octavia.auth.v1 import auth_pb2, auth_pb2_grpc
+
+from octavia_runtime.auth import current_principal, current_user_id
+from octavia_runtime.errors import invalid_argument, unauthenticated
+from octavia_runtime.pending import pending
+
+from .accounts import Accounts, Tokens
+from .store import UserRow
+
+_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def user_message(user: UserRow) -> auth_pb2.User:
+    return auth_pb2.User(
+        name=f"users/{user.id}",
+        email=user.email,
+        display_name=user.display_name,
+        email_verified=user.email_verified,
+        create_time=_timestamp(user.created_at),
+    )
+
+
+def tokens_message(tokens: Tokens) -> auth_pb2.SessionTokens:
+    return auth_pb2.SessionTokens(
+        access_token=tokens.access_token,
+        access_token_expire_time=_timestamp(tokens.access_expires),
+        refresh_token=tokens.refresh_token,
+        refresh_token_expire_time=_timestamp(tokens.refresh_expires),
+        token_type="Bearer",
+    )
+
+
+@pending(
+    _SERVICE,
+    {
+        "VerifyEmail": "email verification",
+        "ResendVerificationEmail": "email verification",
+        "CreateApiKey": "API keys",
+        "ListApiKeys": "API keys",
+        "DeleteApiKey": "API keys",
+    },
+)
+class AuthApi(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, accounts: Accounts):
+        self.accounts = accounts
+
+    async def SignUp(self, request, context):
+        user = await self.accounts.sign_up(request.email, request.password, request.display_name)
+        return auth_pb2.SignUpResponse(user=user_message(user))
+
+    async def LogIn(self, request, context):
+        user, tokens = await self.accounts.log_in(request.email, request.password)
+        return auth_pb2.LogInResponse(user=user_message(user), tokens=tokens_message(tokens))
+
+    async def LogOut(self, request, context):
+        principal = current_principal()
+        if principal.kind != "user":
+            raise invalid_argument({"authorization": "log out ends the session of an access token"})
+        await self.accounts.log_out(principal)
+        return auth_pb2.LogOutResponse()
+
+    async def LogOutEverywhere(self, request, context):
+        ended = await self.accounts.log_out_everywhere(current_user_id())
+        return auth_pb2.LogOutEverywhereResponse(revoked_sessions=ended)
+
+    async def RefreshToken(self, request, context):
+        tokens = await self.accounts.refresh(request.refresh_token)
+        return auth_pb2.RefreshTokenResponse(tokens=tokens_message(tokens))
+
+    async def GetMe(self, request, context):
+        user = await self.accounts.store.user_by_id(current_user_id())
+        if user is None:
+            raise unauthenticated("USER_DELETED", "the account of this token no longer exists")
+        return auth_pb2.GetMeResponse(user=user_message(user))
+
+    async def ChangePassword(self, request, context):
+        await self.accounts.change_password(current_principal(), request.current_password, request.new_password)
+        return auth_pb2.ChangePasswordResponse()
+
+    async def AuthenticateToken(self, request, context):
+        if bool(request.access_token) == bool(request.api_key):
+            raise invalid_argument({"access_token": "set exactly one of access_token and api_key"})
+        principal = await self.accounts.authenticate(access_token=request.access_token, api_key=request.api_key)
+        return auth_pb2.AuthenticateTokenResponse(
+            user=principal.user,
+            kind=auth_pb2.PRINCIPAL_KIND_API_KEY if principal.kind == "api_key" else auth_pb2.PRINCIPAL_KIND_USER,
+            session=principal.session,
+            email_verified=principal.email_verified,
+        )
