@@ -3,9 +3,9 @@
 Defined once here and declared idempotently by every service that uses them,
 so start-up order does not matter:
 
-- OCTAVIA_TASKS (work queue): `octavia.tasks.<stage>`, one message per unit of
-  stage work (a `octavia.jobs.v1.StageTask`). Each stage is consumed by the
-  durable pull consumer of the service that owns it.
+- OCTAVIA_TASKS (work queue): `octavia.tasks.<stage>.<priority>`, one message
+  per unit of stage work (a `octavia.jobs.v1.StageTask`). Each stage is
+  consumed by the durable pull consumer of the service that owns it.
 - OCTAVIA_EVENTS (limits, kept 7 days): `octavia.events.<job id>`, stage
   results and progress (`octavia.jobs.v1.StageEvent`), consumed by the jobs
   orchestrator and read by WatchJob.
@@ -65,8 +65,16 @@ STREAMS = (
 )
 
 
-def task_subject(stage: str) -> str:
-    return f"octavia.tasks.{stage}"
+PRIORITIES = ("high", "default", "low")
+
+
+def task_subject(stage: str, priority: str) -> str:
+    return f"octavia.tasks.{stage}.{priority}"
+
+
+def stage_subjects(stage: str) -> str:
+    """Every task of a stage, whatever its priority."""
+    return f"octavia.tasks.{stage}.>"
 
 
 def event_subject(job_id: str) -> str:
@@ -98,7 +106,7 @@ class Consumer:
 def stage_worker(service: str) -> Consumer:
     """The consumer through which `service` receives the stage tasks it owns."""
     stages = sorted(stage for stage, owner in STAGE_OWNERS.items() if owner == service)
-    return Consumer(stream=TASKS_STREAM, durable=f"{service}-worker", subjects=tuple(task_subject(s) for s in stages))
+    return Consumer(stream=TASKS_STREAM, durable=f"{service}-worker", subjects=tuple(stage_subjects(s) for s in stages))
 
 
 ORCHESTRATOR = Consumer(stream=EVENTS_STREAM, durable="jobs-orchestrator", subjects=("octavia.events.>",), ack_wait_s=30.0)

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from octavia.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from octavia_runtime.auth import current_principal, current_user_id
 from octavia_runtime.errors import invalid_argument, unauthenticated
 from octavia_runtime.pending import pending
+from octavia_runtime.resources import timestamp
 
 from .accounts import Accounts, Tokens
 from .store import UserRow
 
 _SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def user_message(user: UserRow) -> auth_pb2.User:
@@ -29,16 +21,16 @@ def user_message(user: UserRow) -> auth_pb2.User:
         email=user.email,
         display_name=user.display_name,
         email_verified=user.email_verified,
-        create_time=_timestamp(user.created_at),
+        create_time=timestamp(user.created_at),
     )
 
 
 def tokens_message(tokens: Tokens) -> auth_pb2.SessionTokens:
     return auth_pb2.SessionTokens(
         access_token=tokens.access_token,
-        access_token_expire_time=_timestamp(tokens.access_expires),
+        access_token_expire_time=timestamp(tokens.access_expires),
         refresh_token=tokens.refresh_token,
-        refresh_token_expire_time=_timestamp(tokens.refresh_expires),
+        refresh_token_expire_time=timestamp(tokens.refresh_expires),
         token_type="Bearer",
     )
 

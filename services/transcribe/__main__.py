@@ -1,0 +1,5 @@
+from octavia_runtime.server import run
+
+from .server import SERVICE
+
+run(SERVICE)

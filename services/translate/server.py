@@ -1,0 +1,24 @@
+"""Wires the translate service into the shared runtime."""
+
+from __future__ import annotations
+
+from octavia.translate.v1 import translate_pb2, translate_pb2_grpc
+
+from octavia_runtime import bus
+from octavia_runtime.server import Runtime, Service
+
+from .api import TranslateApi
+
+
+async def setup(rt: Runtime) -> None:
+    rt.serve(translate_pb2_grpc.add_TranslateServiceServicer_to_server, TranslateApi())
+
+
+SERVICE = Service(
+    name="translate",
+    apis=(translate_pb2.DESCRIPTOR.services_by_name["TranslateService"].full_name,),
+    setup=setup,
+    postgres=False,  # holds no data: models live in the process, work arrives over JetStream
+    nats=True,
+    consumers=(bus.stage_worker("translate"),),
+)
