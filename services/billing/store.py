@@ -30,8 +30,8 @@ class BillingStore:
     async def balance(self, user_id: str) -> BalanceRow:
         """The user's balances, summed from the ledger (zero for a user with no entries)."""
         row = await self.pool.fetchrow(
-            "SELECT coalesce(sum(amount) FILTER (WHERE account = $1), 0) AS available,"
-            " coalesce(sum(amount) FILTER (WHERE account = $2), 0) AS held,"
+            "SELECT coalesce(sum(amount) FILTER (WHERE account = $1), 0)::bigint AS available,"
+            " coalesce(sum(amount) FILTER (WHERE account = $2), 0)::bigint AS held,"
             " max(created_at) AS updated_at"
             " FROM entries WHERE account IN ($1, $2)",
             user_account(user_id),
