@@ -19,6 +19,7 @@ builds its servicers and hands them over with `runtime.serve(...)`. `run(service
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import pkgutil
 import signal
@@ -152,6 +153,8 @@ async def _serve(service: Service, config: Config) -> None:
     endpoint = config.endpoint(service.name)
     server.add_insecure_port(f"0.0.0.0:{endpoint.port}")
     await server.start()
+    # Everything built so far lives as long as the process: keep the collector off it.
+    gc.freeze()
     metrics.serve(endpoint.metrics_port)
     log.info("server.started", port=endpoint.port, metrics_port=endpoint.metrics_port, apis=list(service.apis))
 

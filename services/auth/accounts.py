@@ -2,12 +2,13 @@
 
 - Passwords are hashed with argon2id, off the event loop (a hash takes tens of
   milliseconds of CPU by design).
-- A session is a Postgres row (the source of truth, for refresh) plus a key
-  in Valkey, `auth:session:<id>`, that exists while the session is active.
-  Every authenticated call on every service checks that key through this
-  service, so deleting it (log out) refuses the session's access token at once.
+- A session is a Postgres row (the source of truth, for refresh) plus an
+  entry in `Sessions` (Valkey, remembered in process) while it is active.
+  Every authenticated call on every service checks that entry through this
+  service, so ending it (log out) refuses the session's access token at once.
 - Access tokens are HS256 JWTs that name the user and the session; only this
-  service holds their secret.
+  service holds their secret. A token's signature is checked once per process
+  and remembered; its expiry and its session are checked on every call.
 """
 
 from __future__ import annotations
@@ -24,19 +25,19 @@ from datetime import UTC, datetime, timedelta
 import argon2
 import grpc
 import jwt
-import redis.asyncio as redis
 
 from octavia_runtime.auth import Principal
 from octavia_runtime.config import Config
 from octavia_runtime.errors import ApiError, invalid_argument, unauthenticated
 
+from .sessions import SessionInfo, Sessions
 from .store import AuthStore, EmailTaken, UserRow
 
 MAX_EMAIL = 254
 MIN_PASSWORD, MAX_PASSWORD = 10, 128
 MAX_DISPLAY_NAME = 100
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
-_SESSION_KEY = "auth:session:{}"
+_VERIFIED_TOKENS_MAX = 100_000
 
 _hasher = argon2.PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 # Verified against when the email is unknown, so a wrong email costs as long as a wrong password.
@@ -76,13 +77,19 @@ def _refresh_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def session_info(user: UserRow) -> SessionInfo:
+    return SessionInfo(str(user.id), user.email, user.display_name, user.email_verified, user.created_at.isoformat())
+
+
 class Accounts:
-    def __init__(self, store: AuthStore, cache: redis.Redis, config: Config):
+    def __init__(self, store: AuthStore, sessions: Sessions, config: Config):
         self.store = store
-        self.cache = cache
+        self.sessions = sessions
         self.secret = config.jwt_secret
         self.access_ttl = timedelta(seconds=config.access_token_ttl_s)
         self.refresh_ttl = timedelta(seconds=config.refresh_token_ttl_s)
+        # token -> (user id, session id, email verified, expiry): signatures checked once.
+        self._verified: dict[str, tuple[str, str, bool, int]] = {}
 
     # --- sign up and log in ---
 
@@ -112,7 +119,7 @@ class Accounts:
         refresh_token = secrets.token_urlsafe(32)
         refresh_expires = datetime.now(UTC) + self.refresh_ttl
         session_id = await self.store.create_session(user.id, refresh_expires, _refresh_hash(refresh_token))
-        await self.cache.set(_SESSION_KEY.format(session_id), str(user.id), exat=int(refresh_expires.timestamp()))
+        await self.sessions.open(str(session_id), session_info(user), refresh_expires)
         access_token, access_expires = self._access_token(user.id, session_id, user.email_verified)
         return Tokens(access_token, access_expires, refresh_token, refresh_expires)
 
@@ -132,7 +139,7 @@ class Accounts:
             _refresh_hash(refresh_token), _refresh_hash(new_token)
         )
         if outcome == "reused":
-            await self.cache.delete(_SESSION_KEY.format(session_id))
+            await self.sessions.end([str(session_id)])
             raise unauthenticated("REFRESH_TOKEN_REUSED", "this refresh token was already used; the session is now revoked")
         if outcome != "rotated":
             raise unauthenticated("INVALID_REFRESH_TOKEN", "the refresh token is unknown, expired or revoked")
@@ -140,20 +147,28 @@ class Accounts:
         expires = await self.store.session_expiry(session_id)
         if user is None or expires is None:
             raise unauthenticated("INVALID_REFRESH_TOKEN", "the session has ended")
-        # Re-arm the session key (Valkey may have lost it; Postgres is the source of truth).
-        await self.cache.set(_SESSION_KEY.format(session_id), str(user.id), exat=int(expires.timestamp()))
+        # Re-arm the session (Valkey may have lost it; Postgres is the source of truth).
+        await self.sessions.open(str(session_id), session_info(user), expires)
         access_token, access_expires = self._access_token(user.id, session_id, user.email_verified)
         return Tokens(access_token, access_expires, new_token, expires)
 
     async def log_out(self, principal: Principal) -> None:
-        await self.cache.delete(_SESSION_KEY.format(principal.session))
+        await self.sessions.end([principal.session])  # first: the token is refused from here on
         await self.store.revoke_session(uuid.UUID(principal.session), "logged out")
 
     async def log_out_everywhere(self, user_id: str, reason: str = "logged out everywhere", keep: str = "") -> int:
         ended = await self.store.revoke_sessions_of(uuid.UUID(user_id), reason, uuid.UUID(keep) if keep else None)
-        if ended:
-            await self.cache.delete(*(_SESSION_KEY.format(session) for session in ended))
+        await self.sessions.end([str(session) for session in ended])
         return len(ended)
+
+    async def me(self, principal: Principal) -> SessionInfo:
+        info = await self.sessions.get(principal.session) if principal.kind == "user" else None
+        if info is None:
+            user = await self.store.user_by_id(uuid.UUID(principal.user_id))
+            if user is None:
+                raise unauthenticated("USER_DELETED", "the account of this credential no longer exists")
+            info = session_info(user)
+        return info
 
     async def change_password(self, principal: Principal, current: str, new: str) -> None:
         user = await self.store.user_by_id(uuid.UUID(principal.user_id))
@@ -168,15 +183,27 @@ class Accounts:
     async def authenticate(self, *, access_token: str = "", api_key: str = "") -> Principal:
         if api_key:
             raise unauthenticated("API_KEYS_NOT_AVAILABLE", "API keys are not implemented yet; use an access token")
-        try:
-            claims = jwt.decode(access_token, self.secret, algorithms=["HS256"], options={"require": ["exp", "sub", "sid"]})
-        except jwt.ExpiredSignatureError:
-            raise unauthenticated("TOKEN_EXPIRED", "the access token has expired; refresh it or log in again") from None
-        except jwt.InvalidTokenError:
-            raise unauthenticated("INVALID_TOKEN", "the access token is not valid") from None
-        if await self.cache.get(_SESSION_KEY.format(claims["sid"])) != claims["sub"]:
+        user_id, session_id, verified, expires = self._verified_claims(access_token)
+        if expires <= time.time():
+            raise unauthenticated("TOKEN_EXPIRED", "the access token has expired; refresh it or log in again")
+        info = await self.sessions.get(session_id)
+        if info is None or info.user_id != user_id:
             raise unauthenticated("SESSION_ENDED", "this session has ended (logged out or revoked); log in again")
-        return Principal(kind="user", user_id=claims["sub"], session=claims["sid"], email_verified=bool(claims.get("ev")))
+        return Principal(kind="user", user_id=user_id, session=session_id, email_verified=info.email_verified)
+
+    def _verified_claims(self, token: str) -> tuple[str, str, bool, int]:
+        claims = self._verified.get(token)
+        if claims is None:
+            try:
+                decoded = jwt.decode(token, self.secret, algorithms=["HS256"], options={"require": ["exp", "sub", "sid"]})
+            except jwt.ExpiredSignatureError:
+                raise unauthenticated("TOKEN_EXPIRED", "the access token has expired; refresh it or log in again") from None
+            except jwt.InvalidTokenError:
+                raise unauthenticated("INVALID_TOKEN", "the access token is not valid") from None
+            if len(self._verified) >= _VERIFIED_TOKENS_MAX:
+                self._verified.clear()
+            claims = self._verified[token] = (decoded["sub"], decoded["sid"], bool(decoded.get("ev")), int(decoded["exp"]))
+        return claims
 
 
 def _verify(password_hash: str, password: str) -> bool:

@@ -5,23 +5,25 @@ from __future__ import annotations
 from octavia.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from octavia_runtime.auth import current_principal, current_user_id
-from octavia_runtime.errors import invalid_argument, unauthenticated
+from octavia_runtime.errors import invalid_argument
 from octavia_runtime.pending import pending
 from octavia_runtime.resources import timestamp
 
-from .accounts import Accounts, Tokens
+from .accounts import Accounts, Tokens, session_info
+from .sessions import SessionInfo
 from .store import UserRow
 
 _SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
 
 
-def user_message(user: UserRow) -> auth_pb2.User:
+def user_message(user: UserRow | SessionInfo) -> auth_pb2.User:
+    info = session_info(user) if isinstance(user, UserRow) else user
     return auth_pb2.User(
-        name=f"users/{user.id}",
-        email=user.email,
-        display_name=user.display_name,
-        email_verified=user.email_verified,
-        create_time=timestamp(user.created_at),
+        name=f"users/{info.user_id}",
+        email=info.email,
+        display_name=info.display_name,
+        email_verified=info.email_verified,
+        create_time=timestamp(info.created),
     )
 
 
@@ -73,10 +75,8 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.RefreshTokenResponse(tokens=tokens_message(tokens))
 
     async def GetMe(self, request, context):
-        user = await self.accounts.store.user_by_id(current_user_id())
-        if user is None:
-            raise unauthenticated("USER_DELETED", "the account of this token no longer exists")
-        return auth_pb2.GetMeResponse(user=user_message(user))
+        current_user_id()  # a user's call, not a service's
+        return auth_pb2.GetMeResponse(user=user_message(await self.accounts.me(current_principal())))
 
     async def ChangePassword(self, request, context):
         await self.accounts.change_password(current_principal(), request.current_password, request.new_password)

@@ -8,11 +8,14 @@ from octavia_runtime.server import Runtime, Service
 
 from .accounts import Accounts
 from .api import AuthApi
+from .sessions import Sessions
 from .store import AuthStore
 
 
 async def setup(rt: Runtime) -> None:
-    accounts = Accounts(AuthStore(rt.db), rt.redis, rt.config)
+    sessions = Sessions(rt.redis)
+    rt.background(sessions.follow(), name="sessions.follow")
+    accounts = Accounts(AuthStore(rt.db), sessions, rt.config)
     rt.authenticator = accounts  # this service checks credentials itself; the others ask it
     rt.serve(auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthApi(accounts))
 
