@@ -46,7 +46,8 @@ lint: setup ## buf lint and format check of the API
 	$(VENV)/bin/buf lint protos
 	$(VENV)/bin/buf format -d --exit-code protos
 
-bench: setup ## Run the benchmarks and print their figures
+bench: setup ## Run the benchmarks and print their figures (docs/performance.md)
+	$(PY) -m bench.stack
 	$(PY) -m bench.api
 
 clean: down ## Remove generated code, the environment and local data

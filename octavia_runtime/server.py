@@ -11,7 +11,8 @@ builds its servicers and hands them over with `runtime.serve(...)`. `run(service
 3. serve gRPC with health (grpc.health.v1), reflection and the shared
    interceptor, and Prometheus metrics on the service's metrics port;
 4. report SERVING only while every dependency answers (checked every few
-   seconds), NOT_SERVING otherwise;
+   seconds), NOT_SERVING otherwise; the health name "liveness" stays SERVING
+   while the process runs;
 5. on SIGTERM or SIGINT: report NOT_SERVING, finish in-flight calls within the
    grace period, stop background tasks, close connections.
 """
@@ -44,6 +45,7 @@ from .interceptor import REQUEST_ID_HEADER, ServerInterceptor
 
 log = structlog.get_logger("server")
 HEALTH_INTERVAL_S = 2.0
+LIVENESS = "liveness"
 DEPENDENCY_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
@@ -158,6 +160,9 @@ async def _serve(service: Service, config: Config) -> None:
     metrics.serve(endpoint.metrics_port)
     log.info("server.started", port=endpoint.port, metrics_port=endpoint.metrics_port, apis=list(service.apis))
 
+    # "liveness" answers SERVING while the process runs, whatever its dependencies do
+    # (the Kubernetes liveness probe asks it; readiness asks the overall status "").
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     watcher = asyncio.create_task(_watch_health(rt, health_servicer), name="health")
     await stopping.wait()
 

@@ -22,7 +22,7 @@ from octavia.tts.v1 import tts_pb2, tts_pb2_grpc
 
 from octavia_runtime.config import SERVICES
 from octavia_runtime.errors import error_info
-from octavia_runtime.server import public_api
+from octavia_runtime.server import LIVENESS, public_api
 
 from .conftest import PASSWORD
 
@@ -133,3 +133,10 @@ def test_each_service_exports_rpc_metrics(stack, service_channel, service):
     metrics = httpx.get(f"http://127.0.0.1:{stack.endpoint(service).metrics_port}/metrics").text
     assert f'octavia_rpc_requests_total{{code="OK",method="/grpc.health.v1.Health/Check",service="{service}"}}' in metrics
     assert "octavia_rpc_duration_seconds_bucket" in metrics
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_answers_liveness_apart_from_its_dependencies(service_channel, service):
+    stub = health_pb2_grpc.HealthStub(service_channel(service))
+    reply = stub.Check(health_pb2.HealthCheckRequest(service=LIVENESS))
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING

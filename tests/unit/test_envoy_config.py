@@ -284,3 +284,11 @@ def test_native_grpc_through_envoy_gets_grpc_statuses(lone_envoy):
         with pytest.raises(grpc.RpcError) as unknown:
             channel.unary_unary("/no.Such/Method")(b"", timeout=5)
         assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_committed_k8s_gateway_config_is_the_render_of_envoy_yaml(descriptor):
+    committed = (ROOT / "deploy" / "k8s" / "gateway" / "envoy.yaml").read_text()
+    assert committed == envoy_config.render(load({}), target="k8s"), (
+        "deploy/k8s/gateway/envoy.yaml is stale: "
+        "run `python scripts/envoy_config.py --target k8s > deploy/k8s/gateway/envoy.yaml`"
+    )

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
+
+from octavia_runtime.server import LIVENESS
 import yaml
 
 from octavia_runtime import config
@@ -224,10 +226,12 @@ def test_service_deployment(manifests, svc):
     assert {"configMapRef": {"name": config_map}} in sources
     assert {"secretRef": {"name": secret}} in sources
 
-    # Native gRPC probes on the gRPC port, overall health ("").
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+    # Native gRPC probes on the gRPC port: readiness and start-up on the overall
+    # health (""), liveness on "liveness" so a dependency outage does not restart pods.
+    for probe in ("readinessProbe", "startupProbe"):
         assert probe in container, f"{svc}: no {probe}"
         assert container[probe].get("grpc") == {"port": GRPC_PORT}, f"{svc}: {probe} is not a gRPC probe on {GRPC_PORT}"
+    assert container["livenessProbe"].get("grpc") == {"port": GRPC_PORT, "service": LIVENESS}, f"{svc}: liveness probe"
 
     # Hardening.
     assert effective(pod, container, "runAsNonRoot") is True
