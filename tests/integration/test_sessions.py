@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -16,33 +17,42 @@ pytestmark = pytest.mark.integration
 INFO = SessionInfo(str(uuid.uuid4()), "ada@example.com", "Ada", False, datetime.now(UTC).isoformat())
 
 
-async def _following(sessions: Sessions) -> asyncio.Task:
-    task = asyncio.create_task(sessions.follow())
-    for _ in range(100):
-        if sessions._live:
-            return task
-        await asyncio.sleep(0.01)
-    raise AssertionError("the session feed did not come up")
-
-
-async def test_a_session_ended_by_one_process_is_refused_by_another_that_remembered_it(stack):
-    one, two = Sessions(cache.connect(stack.redis_url)), Sessions(cache.connect(stack.redis_url))
-    tasks = [await _following(one), await _following(two)]
+@contextlib.asynccontextmanager
+async def following(*processes: Sessions):
+    """Each Sessions follows the feed, as in a running auth process, for the block's duration."""
+    tasks = [asyncio.create_task(sessions.follow()) for sessions in processes]
     try:
-        session = str(uuid.uuid4())
-        await one.open(session, INFO, datetime.now(UTC) + timedelta(minutes=5))
-        assert await two.get(session) == INFO  # now remembered by the second process
-        await one.end([session])
-        assert await one.get(session) is None, "the ending process refuses it before it answers"
-        for _ in range(100):  # the other process hears of it within milliseconds
-            if session not in two._memory:
+        for _ in range(100):
+            if all(sessions._live for sessions in processes):
                 break
             await asyncio.sleep(0.01)
-        assert await two.get(session) is None
+        else:
+            raise AssertionError("the session feed did not come up")
+        yield
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def forgotten(sessions: Sessions, session: str) -> None:
+    for _ in range(100):  # the feed reaches other processes within milliseconds
+        if session not in sessions._memory:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_a_session_ended_by_one_process_is_refused_by_another_that_remembered_it(stack):
+    one, two = Sessions(cache.connect(stack.redis_url)), Sessions(cache.connect(stack.redis_url))
+    async with following(one, two):
+        session = str(uuid.uuid4())
+        await one.open(session, INFO, datetime.now(UTC) + timedelta(minutes=5))
+        assert await two.get(session) == INFO
+        assert session in two._memory, "the second process now answers from memory"
+        await one.end([session])
+        assert await one.get(session) is None, "the ending process refuses it before it answers"
+        await forgotten(two, session)
+        assert await two.get(session) is None
 
 
 async def test_a_process_not_following_the_feed_never_answers_from_memory(stack):
@@ -58,19 +68,11 @@ async def test_a_process_not_following_the_feed_never_answers_from_memory(stack)
 
 async def test_new_user_details_reach_every_process(stack):
     one, two = Sessions(cache.connect(stack.redis_url)), Sessions(cache.connect(stack.redis_url))
-    tasks = [await _following(one), await _following(two)]
-    try:
+    async with following(one, two):
         session = str(uuid.uuid4())
         await one.open(session, INFO, datetime.now(UTC) + timedelta(minutes=5))
         assert (await two.get(session)).email_verified is False
         verified = SessionInfo(INFO.user_id, INFO.email, INFO.display_name, True, INFO.created_at)
         await one.update([session], verified)
-        for _ in range(100):
-            if session not in two._memory:
-                break
-            await asyncio.sleep(0.01)
+        await forgotten(two, session)
         assert (await two.get(session)).email_verified is True
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

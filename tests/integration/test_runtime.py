@@ -1,0 +1,125 @@
+"""The shared runtime against the real servers: migrations, JetStream, graceful shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nats.js.api import AckPolicy
+
+from octavia_runtime import bus, db
+from octavia_runtime.config import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+async def test_migrations_apply_once_into_the_services_own_schema(stack, tmp_path):
+    schema = f"t_{uuid.uuid4().hex[:8]}"
+    (tmp_path / "0001_init.sql").write_text("CREATE TABLE things (id int PRIMARY KEY);")
+    (tmp_path / "0002_more.sql").write_text("ALTER TABLE things ADD COLUMN name text;")
+    con = await asyncpg.connect(stack.database_url)
+    try:
+        assert await db.migrate(con, schema, tmp_path) == [1, 2]
+        assert await db.migrate(con, schema, tmp_path) == [], "a restart applies nothing again"
+        where = await con.fetchval("SELECT table_schema FROM information_schema.tables WHERE table_name = 'things'")
+        assert where == schema
+        (tmp_path / "0003_broken.sql").write_text("ALTER TABLE nowhere ADD COLUMN x int;")
+        with pytest.raises(asyncpg.PostgresError):
+            await db.migrate(con, schema, tmp_path)
+        versions = await con.fetch(f'SELECT version FROM "{schema}".schema_migrations ORDER BY version')
+        assert [row["version"] for row in versions] == [1, 2], "a failed migration leaves no trace"
+    finally:
+        await con.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await con.close()
+
+
+async def test_every_service_schema_exists_with_its_migrations(stack):
+    con = await asyncpg.connect(stack.database_url)
+    try:
+        for schema in ("auth", "jobs", "billing", "media"):
+            applied = await con.fetchval(f'SELECT count(*) FROM "{schema}".schema_migrations')
+            assert applied == len(db.migrations_in(ROOT / "services" / schema / "migrations"))
+    finally:
+        await con.close()
+
+
+async def test_the_ledger_refuses_edits_and_unbalanced_movements(stack):
+    con = await asyncpg.connect(stack.database_url, server_settings={"search_path": "billing"})
+    outer = con.transaction()
+    await outer.start()
+    try:
+        # Checked per statement rather than at commit, so all of it can be rolled back after.
+        await con.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        movement = await con.fetchval("INSERT INTO movements (reason, reference) VALUES (1, 'test') RETURNING id")
+        with pytest.raises(asyncpg.RaiseError, match="does not balance"):
+            async with con.transaction():
+                await con.execute("INSERT INTO entries (movement_id, account, amount) VALUES ($1, 'test/a', 5)", movement)
+        await con.execute(
+            "INSERT INTO entries (movement_id, account, amount) VALUES ($1, 'test/a', 5), ($1, 'test/b', -5)", movement
+        )
+        for change in ("UPDATE entries SET amount = 6 WHERE movement_id = $1", "DELETE FROM entries WHERE movement_id = $1"):
+            with pytest.raises(asyncpg.RaiseError, match="append-only"):
+                async with con.transaction():
+                    await con.execute(change, movement)
+    finally:
+        await outer.rollback()
+        await con.close()
+
+
+async def test_jetstream_streams_and_worker_consumers_are_declared_and_redeclaring_is_harmless(stack):
+    nc = await bus.connect(stack.nats_url, "test")
+    try:
+        js = nc.jetstream()
+        await bus.declare(js, (bus.stage_worker("media"),))  # a second declaration changes nothing
+        tasks = await js.stream_info(bus.TASKS_STREAM)
+        assert tasks.config.subjects == ["octavia.tasks.>"]
+        for service in ("media", "transcribe", "translate", "tts"):
+            consumer = await js.consumer_info(bus.TASKS_STREAM, f"{service}-worker")
+            assert consumer.config.filter_subjects == list(bus.stage_worker(service).subjects)
+        orchestrator = await js.consumer_info(bus.EVENTS_STREAM, bus.ORCHESTRATOR.durable)
+        assert orchestrator.config.ack_policy == AckPolicy.EXPLICIT
+    finally:
+        await nc.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_service_shuts_down_gracefully_on_sigterm(stack, tmp_path):
+    port, metrics_port = _free_port(), _free_port()
+    env = {**os.environ, "OCTAVIA_TRANSCRIBE_PORT": str(port), "OCTAVIA_TRANSCRIBE_METRICS_PORT": str(metrics_port)}
+    log = open(tmp_path / "transcribe.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "services.transcribe"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "transcribe.log").read_text()
+                time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        lines = (tmp_path / "transcribe.log").read_text()
+        assert '"server.stopping"' in lines and '"server.stopped"' in lines
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
