@@ -17,8 +17,18 @@ import grpc
 import structlog
 
 from . import metrics
-from .auth import API_KEY_HEADER, PUBLIC, SERVICE, SERVICE_TOKEN_HEADER, Authenticator, Principal, ServiceCredentials
-from .auth import ANONYMOUS, access_of, set_principal
+from .auth import (
+    ANONYMOUS,
+    API_KEY_HEADER,
+    PUBLIC,
+    SERVICE,
+    SERVICE_TOKEN_HEADER,
+    Authenticator,
+    Principal,
+    ServiceCredentials,
+    access_of,
+    set_principal,
+)
 from .errors import ApiError, permission_denied, unauthenticated
 
 log = structlog.get_logger("rpc")
@@ -134,22 +144,17 @@ class _Call:
         set_principal(self.principal)
 
     async def fail(self, exc: BaseException) -> None:
-        if isinstance(exc, ApiError):
-            self.code = exc.code
-            await self._abort(exc.to_status(self.interceptor.domain))
-        if isinstance(exc, grpc.aio.AbortError):  # the handler aborted on its own
+        if isinstance(exc, grpc.aio.AbortError):  # the handler aborted with a status of its own
             self.code = self.context.code() or grpc.StatusCode.UNKNOWN
             raise exc
-        if isinstance(exc, BaseException) and not isinstance(exc, Exception):  # cancelled, exiting
+        if not isinstance(exc, Exception):  # cancelled by the client, or the process is exiting
             self.code = grpc.StatusCode.CANCELLED
             raise exc
-        self.code = grpc.StatusCode.INTERNAL
-        log.exception("rpc.crashed")
-        await self._abort(
-            ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", f"internal error; quote request id {self.request_id}").to_status(
-                self.interceptor.domain
-            )
-        )
+        if not isinstance(exc, ApiError):
+            log.exception("rpc.crashed")
+            exc = ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", f"internal error; quote request id {self.request_id}")
+        self.code = exc.code
+        await self._abort(exc.to_status(self.interceptor.domain))
 
     async def _abort(self, status: grpc.Status) -> None:
         trailers = (*status.trailing_metadata, (REQUEST_ID_HEADER, self.request_id))

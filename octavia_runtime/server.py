@@ -81,7 +81,6 @@ class Runtime:
     _servicers: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = field(default_factory=list)
     _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _tasks: list[asyncio.Task] = field(default_factory=list)
-    _closers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     def serve(self, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
         """Serve `servicer` (e.g. `serve(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobApi(...))`)."""
@@ -103,9 +102,6 @@ class Runtime:
         task = asyncio.create_task(coro, name=name)
         self._tasks.append(task)
         return task
-
-    def on_close(self, closer: Callable[[], Awaitable[Any]]) -> None:
-        self._closers.append(closer)
 
 
 def run(service: Service) -> None:
@@ -246,8 +242,6 @@ async def _close(rt: Runtime) -> None:
     for task in rt._tasks:
         task.cancel()
     await asyncio.gather(*rt._tasks, return_exceptions=True)
-    for closer in reversed(rt._closers):
-        await closer()
     for channel in rt._channels.values():
         await channel.close()
     if rt.nc is not None:
