@@ -25,5 +25,6 @@ class TranscribeApi(transcribe_pb2_grpc.TranscribeServiceServicer):
                     is_default=spec.default,
                 )
                 for spec in MODELS
-            ]
+            ],
+            default_model=next(spec.name for spec in MODELS if spec.default),
         )
