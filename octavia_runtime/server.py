@@ -90,10 +90,15 @@ class Runtime:
         """A channel to another service that carries this service's identity (one per peer)."""
         if service not in self._channels:
             endpoint = self.config.endpoint(service)
+            # dns:/// with round_robin: calls spread over every address the name has
+            # (every pod behind a headless Kubernetes Service), not one pinned connection.
             self._channels[service] = grpc.aio.insecure_channel(
-                endpoint.target,
+                f"dns:///{endpoint.target}",
                 interceptors=[_ServiceIdentity(self.credentials)],
-                options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)],
+                options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.lb_policy_name", "round_robin"),
+                ],
             )
         return self._channels[service]
 

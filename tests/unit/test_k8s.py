@@ -284,7 +284,10 @@ def test_service_selects_its_pods(manifests, svc):
     selector = service["spec"]["selector"]
     assert selector and all(pod_labels.get(k) == v for k, v in selector.items())
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    if svc in SERVICES:
+        assert service["spec"].get("clusterIP") == "None", "headless, so gRPC clients see every pod"
+    else:
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP"
     container = only_container(deployment)
     for port in service["spec"]["ports"]:
         assert port_number(container, port["targetPort"]) in {p["containerPort"] for p in container["ports"]}
