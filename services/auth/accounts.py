@@ -109,9 +109,12 @@ class Accounts:
 
     async def log_in(self, email: str, password: str) -> tuple[UserRow, Tokens]:
         if not email.strip() or not password:
-            raise invalid_argument({name: "is required" for name, value in (("email", email), ("password", password)) if not value.strip()})
+            missing = {name: "is required" for name, value in (("email", email), ("password", password)) if not value.strip()}
+            raise invalid_argument(missing)
         user = await self.store.user_by_email(email.strip().lower())
-        if not await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, password) or user is None:
+        # An unknown email costs the same hash check as a wrong password: no timing hint.
+        matches = await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, password)
+        if user is None or not matches:
             raise unauthenticated("INVALID_CREDENTIALS", "the email or password is wrong")
         return user, await self._open_session(user)
 
