@@ -11,6 +11,9 @@ through that Envoy, driven by wrk with 50 connections, alternating rounds:
   interceptor (request id, access rule, log line, metrics) and the token and
   session check (sessions are held in Valkey and remembered in process).
 - GET /v1/bench/echo → EchoService.Echo: JSON transcoding only.
+- GET /v1/jobs → JobService.ListJobs, for information: a service other than
+  auth checks each user credential with an internal call to auth, then
+  queries its own schema.
 
 Prints req/s, p50 and p99 of each and the ratio. Needs `wrk` (Debian's
 package); installed with apt when run as root, else it says so and stops.
@@ -39,6 +42,9 @@ from scripts import stack as local_stack
 
 HERE = Path(__file__).resolve().parent
 TARGET_RATIO, TARGET_P99_MS = 0.75, 50.0
+ECHO = "bare echo"
+GET_ME = "GetMe (interceptor, token and session check)"
+LIST_JOBS = "ListJobs (jobs asks auth, then reads Postgres)"
 
 
 def free_port() -> int:
@@ -149,7 +155,11 @@ def main() -> None:
 
         # Echo a message as long as GetMe's reply, so both move the same bytes.
         message = "x" * len(httpx.get(f"{base}/v1/auth/me", headers=me).content)
-        cases = {"bare echo": (f"{base}/v1/bench/echo?message={message}", {}), "GetMe (interceptor, token and session check)": (f"{base}/v1/auth/me", me)}
+        cases = {
+            ECHO: (f"{base}/v1/bench/echo?message={message}", {}),
+            GET_ME: (f"{base}/v1/auth/me", me),
+            LIST_JOBS: (f"{base}/v1/jobs", me),
+        }
         for url, headers in cases.values():  # warm up connections, caches and the JIT-less interpreter alike
             wrk(wrk_bin, url, 2, args.connections, headers)
         best: dict[str, dict[str, float]] = {}
@@ -163,7 +173,7 @@ def main() -> None:
         print(f"| call | req/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|")
         for name, r in best.items():
             print(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']:.0f} |")
-        real, echo = best["GetMe (interceptor, token and session check)"], best["bare echo"]
+        real, echo = best[GET_ME], best[ECHO]
         ratio = real["rps"] / echo["rps"]
         print(f"\nGetMe / echo throughput: {ratio:.2f} (target >= {TARGET_RATIO}); GetMe p99 {real['p99_ms']:.1f} ms (target <= {TARGET_P99_MS:.0f} ms)")
     finally:
