@@ -15,6 +15,10 @@ async def serve(port: int) -> None:
         async def Echo(self, request, context):
             return echo_pb2.EchoResponse(message=request.message)
 
+        async def EchoStream(self, request, context):
+            for i in range(request.count):
+                yield echo_pb2.EchoResponse(message=f"{request.message} {i}")
+
     server = grpc.aio.server()
     echo_pb2_grpc.add_EchoServiceServicer_to_server(Echo(), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
