@@ -20,6 +20,10 @@ log = structlog.get_logger("db")
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
+class MigrationError(RuntimeError):
+    """A migration file failed: waiting will not fix it, so the service stops."""
+
+
 def migrations_in(folder: Path) -> list[tuple[int, Path]]:
     found = []
     for path in sorted(folder.glob("*.sql")):
@@ -48,7 +52,10 @@ async def migrate(con: asyncpg.Connection, schema: str, folder: Path) -> list[in
             if version in done:
                 continue
             await con.execute(f'SET LOCAL search_path TO "{schema}"')
-            await con.execute(path.read_text())
+            try:
+                await con.execute(path.read_text())
+            except asyncpg.PostgresError as exc:
+                raise MigrationError(f"migration {path.name} of schema {schema} failed: {exc}") from exc
             await con.execute(f'INSERT INTO "{schema}".schema_migrations (version, name) VALUES ($1, $2)', version, path.name)
             applied_now.append(version)
             log.info("db.migrated", schema=schema, version=version, file=path.name)

@@ -121,6 +121,10 @@ def run(service: Service) -> None:
         asyncio.run(_serve(service, config))
     except KeyboardInterrupt:
         pass
+    except db.MigrationError as exc:
+        log.error("server.migration_failed", error=str(exc))
+        print(f"octavia-{service.name}: {exc}", file=sys.stderr)
+        sys.exit(3)
 
 
 async def _serve(service: Service, config: Config) -> None:
@@ -196,7 +200,9 @@ async def _retry(what: str, stopping: asyncio.Event, attempt: Callable[[], Await
     while not stopping.is_set():
         try:
             return await asyncio.wait_for(attempt(), timeout=10)
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except db.MigrationError:
+            raise  # a broken migration stays broken: stop with its message
+        except Exception as exc:  # noqa: BLE001 - any other failure means "not up yet"
             log.warning("dependency.waiting", dependency=what, error=str(exc) or type(exc).__name__, retry_in_s=delay)
         try:
             await asyncio.wait_for(stopping.wait(), timeout=delay)

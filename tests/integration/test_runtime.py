@@ -34,7 +34,7 @@ async def test_migrations_apply_once_into_the_services_own_schema(stack, tmp_pat
         where = await con.fetchval("SELECT table_schema FROM information_schema.tables WHERE table_name = 'things'")
         assert where == schema
         (tmp_path / "0003_broken.sql").write_text("ALTER TABLE nowhere ADD COLUMN x int;")
-        with pytest.raises(asyncpg.PostgresError):
+        with pytest.raises(db.MigrationError, match="0003_broken.sql"):
             await db.migrate(con, schema, tmp_path)
         versions = await con.fetch(f'SELECT version FROM "{schema}".schema_migrations ORDER BY version')
         assert [row["version"] for row in versions] == [1, 2], "a failed migration leaves no trace"
