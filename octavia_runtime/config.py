@@ -163,3 +163,31 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         refresh_token_ttl_s=env.int("OCTAVIA_REFRESH_TOKEN_TTL_S", 30 * 86400, 300, 365 * 86400),
         grace_period_s=env.int("OCTAVIA_SHUTDOWN_GRACE_S", 10, 0, 300),
     )
+
+
+def to_environ(config: Config) -> dict[str, str]:
+    """The OCTAVIA_* variables from which `load()` rebuilds `config` (what the stack hands its services)."""
+    environ = {
+        "OCTAVIA_ENVIRONMENT": config.environment,
+        "OCTAVIA_LOG_LEVEL": config.log_level,
+        "OCTAVIA_VAR_DIR": str(config.var_dir),
+        "OCTAVIA_ENVOY_PORT": str(config.envoy_port),
+        "OCTAVIA_ENVOY_ADMIN_PORT": str(config.envoy_admin_port),
+        "OCTAVIA_POSTGRES_PORT": str(config.postgres_port),
+        "OCTAVIA_VALKEY_PORT": str(config.valkey_port),
+        "OCTAVIA_NATS_PORT": str(config.nats_port),
+        "OCTAVIA_DATABASE_URL": config.database_url,
+        "OCTAVIA_REDIS_URL": config.redis_url,
+        "OCTAVIA_NATS_URL": config.nats_url,
+        "OCTAVIA_CORS_ORIGINS": ",".join(config.cors_origins),
+        "OCTAVIA_JWT_SECRET": config.jwt_secret,
+        "OCTAVIA_SERVICE_SECRET": config.service_secret,
+        "OCTAVIA_ACCESS_TOKEN_TTL_S": str(config.access_token_ttl_s),
+        "OCTAVIA_REFRESH_TOKEN_TTL_S": str(config.refresh_token_ttl_s),
+        "OCTAVIA_SHUTDOWN_GRACE_S": str(int(config.grace_period_s)),
+    }
+    for name, endpoint in config.endpoints.items():
+        environ[f"OCTAVIA_{name.upper()}_HOST"] = endpoint.host
+        environ[f"OCTAVIA_{name.upper()}_PORT"] = str(endpoint.port)
+        environ[f"OCTAVIA_{name.upper()}_METRICS_PORT"] = str(endpoint.metrics_port)
+    return environ

@@ -41,7 +41,7 @@ for path in (ROOT, ROOT / "scripts"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from octavia_runtime.config import DEFAULT_INFRA_PORTS, SERVICES, Config, ConfigError, load  # noqa: E402
+from octavia_runtime.config import DEFAULT_INFRA_PORTS, SERVICES, Config, ConfigError, load, to_environ  # noqa: E402
 
 INFRA = ("postgres", "valkey", "nats", "envoy")
 DATABASE = "octavia"
@@ -358,34 +358,6 @@ def _port_holder(port: int) -> str:
 # --------------------------------------------------------------------------- configuration
 
 
-def config_env(cfg: Config) -> dict[str, str]:
-    """OCTAVIA_* variables from which `load()` rebuilds `cfg`: what the services get."""
-    env = {
-        "OCTAVIA_ENVIRONMENT": cfg.environment,
-        "OCTAVIA_LOG_LEVEL": cfg.log_level,
-        "OCTAVIA_VAR_DIR": str(cfg.var_dir),
-        "OCTAVIA_ENVOY_PORT": str(cfg.envoy_port),
-        "OCTAVIA_ENVOY_ADMIN_PORT": str(cfg.envoy_admin_port),
-        "OCTAVIA_POSTGRES_PORT": str(cfg.postgres_port),
-        "OCTAVIA_VALKEY_PORT": str(cfg.valkey_port),
-        "OCTAVIA_NATS_PORT": str(cfg.nats_port),
-        "OCTAVIA_DATABASE_URL": cfg.database_url,
-        "OCTAVIA_REDIS_URL": cfg.redis_url,
-        "OCTAVIA_NATS_URL": cfg.nats_url,
-        "OCTAVIA_CORS_ORIGINS": ",".join(cfg.cors_origins),
-        "OCTAVIA_JWT_SECRET": cfg.jwt_secret,
-        "OCTAVIA_SERVICE_SECRET": cfg.service_secret,
-        "OCTAVIA_ACCESS_TOKEN_TTL_S": str(cfg.access_token_ttl_s),
-        "OCTAVIA_REFRESH_TOKEN_TTL_S": str(cfg.refresh_token_ttl_s),
-        "OCTAVIA_SHUTDOWN_GRACE_S": str(int(cfg.grace_period_s)),
-    }
-    for name, ep in cfg.endpoints.items():
-        env[f"OCTAVIA_{name.upper()}_HOST"] = ep.host
-        env[f"OCTAVIA_{name.upper()}_PORT"] = str(ep.port)
-        env[f"OCTAVIA_{name.upper()}_METRICS_PORT"] = str(ep.metrics_port)
-    return env
-
-
 def _infra_var(key: str) -> str:
     assert key in DEFAULT_INFRA_PORTS
     return f"OCTAVIA_{key.upper()}_PORT"
@@ -395,7 +367,7 @@ def components(cfg: Config) -> list[Component]:
     """Everything the stack runs, infrastructure first, in stop-last order."""
     paths = Paths(cfg.var_dir)
     pg_user = _pg_user()
-    env = {**os.environ, **config_env(cfg), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **to_environ(cfg), "PYTHONUNBUFFERED": "1"}
     # `python -m services.x` must find the repo's packages from any working directory.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 

@@ -44,3 +44,10 @@ def test_production_runs_with_secrets_of_its_own():
     )
     assert config.jwt_secret != DEV_JWT_SECRET
     assert "j" * 40 not in repr(config), "secrets must not appear in logs of the config"
+
+
+def test_the_variables_handed_to_services_rebuild_the_same_config():
+    from octavia_runtime.config import to_environ
+
+    config = load({"OCTAVIA_AUTH_PORT": "7001", "OCTAVIA_CORS_ORIGINS": "https://a.example,https://b.example"})
+    assert load(to_environ(config)) == config

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from octavia_runtime.config import load
+from octavia_runtime.config import load, to_environ
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -34,7 +34,7 @@ import stack  # noqa: E402
 )
 def test_services_get_exactly_the_stack_config(environ):
     config = load(environ)
-    assert load(stack.config_env(config)) == config
+    assert load(to_environ(config)) == config
 
 
 def test_a_taken_port_is_named_with_its_variable_and_holder(tmp_path):
