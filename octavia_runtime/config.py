@@ -21,10 +21,13 @@ SERVICES: tuple[str, ...] = ("auth", "jobs", "billing", "transcribe", "translate
 DEFAULT_GRPC_PORTS = {name: 50051 + i for i, name in enumerate(SERVICES)}
 DEFAULT_METRICS_PORTS = {name: 9461 + i for i, name in enumerate(SERVICES)}
 DEFAULT_INFRA_PORTS = {"envoy": 8080, "envoy_admin": 9901, "postgres": 55432, "valkey": 56379, "nats": 54222}
+# The media service's plain-HTTP blob server (presigned PUT/GET of the local storage backend, behind Envoy).
+DEFAULT_BLOB_PORT = 50058
 
 # Development secrets: fine on a laptop, refused when OCTAVIA_ENVIRONMENT=production.
 DEV_JWT_SECRET = "octavia-dev-jwt-secret-change-me-0123456789"
 DEV_SERVICE_SECRET = "octavia-dev-service-secret-change-me-0123456789"
+DEV_BLOB_SIGNING_KEY = "octavia-dev-blob-signing-key-change-me-0123456789"
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +70,21 @@ class Config:
     access_token_ttl_s: int
     refresh_token_ttl_s: int
     grace_period_s: float
+    # Blob storage (media): backend, where local blobs live, the public base of signed URLs.
+    storage: str
+    storage_dir: Path
+    blob_port: int
+    public_url: str
+    blob_signing_key: str = field(repr=False)
+    s3_endpoint_url: str  # empty: AWS itself; credentials come from the usual AWS_* variables
+    s3_bucket: str
+    s3_region: str
+    max_upload_bytes: int
+    max_media_duration_s: int
+    # Models: where assembled model folders are kept, the default Whisper model, extra Marian models.
+    models_dir: Path
+    whisper_model: str
+    marian_dir: str  # empty: none; else a folder of Marian model folders named <source>-<target>
 
     def endpoint(self, service: str) -> Endpoint:
         return self.endpoints[service]
@@ -130,21 +148,24 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
 
     jwt_secret = env.str("OCTAVIA_JWT_SECRET", DEV_JWT_SECRET)
     service_secret = env.str("OCTAVIA_SERVICE_SECRET", DEV_SERVICE_SECRET)
+    blob_signing_key = env.str("OCTAVIA_BLOB_SIGNING_KEY", DEV_BLOB_SIGNING_KEY)
     for var, value, dev in (
         ("OCTAVIA_JWT_SECRET", jwt_secret, DEV_JWT_SECRET),
         ("OCTAVIA_SERVICE_SECRET", service_secret, DEV_SERVICE_SECRET),
+        ("OCTAVIA_BLOB_SIGNING_KEY", blob_signing_key, DEV_BLOB_SIGNING_KEY),
     ):
         if len(value) < 32:
             raise ConfigError(f"{var} must be at least 32 characters long")
         if environment == "production" and value == dev:
             raise ConfigError(f"{var} is the development default; set a secret of your own in production")
 
+    var_dir = Path(env.str("OCTAVIA_VAR_DIR", str(ROOT / "var"))).resolve()
     origins = tuple(o.strip() for o in env.str("OCTAVIA_CORS_ORIGINS", "http://localhost:3000").split(",") if o.strip())
 
     return Config(
         environment=environment,
         log_level=env.choice("OCTAVIA_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
-        var_dir=Path(env.str("OCTAVIA_VAR_DIR", str(ROOT / "var"))).resolve(),
+        var_dir=var_dir,
         endpoints=endpoints,
         envoy_port=infra["envoy"],
         envoy_admin_port=infra["envoy_admin"],
@@ -162,6 +183,19 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         access_token_ttl_s=env.int("OCTAVIA_ACCESS_TOKEN_TTL_S", 900, 30, 86400),
         refresh_token_ttl_s=env.int("OCTAVIA_REFRESH_TOKEN_TTL_S", 30 * 86400, 300, 365 * 86400),
         grace_period_s=env.int("OCTAVIA_SHUTDOWN_GRACE_S", 10, 0, 300),
+        storage=env.choice("OCTAVIA_STORAGE", "local", ("local", "s3")),
+        storage_dir=Path(env.str("OCTAVIA_STORAGE_DIR", str(var_dir / "blobs"))).resolve(),
+        blob_port=env.port("OCTAVIA_BLOB_PORT", DEFAULT_BLOB_PORT),
+        public_url=env.url("OCTAVIA_PUBLIC_URL", f"http://127.0.0.1:{infra['envoy']}", ("http", "https")).rstrip("/"),
+        blob_signing_key=blob_signing_key,
+        s3_endpoint_url=env.str("OCTAVIA_S3_ENDPOINT_URL", ""),
+        s3_bucket=env.str("OCTAVIA_S3_BUCKET", "octavia"),
+        s3_region=env.str("OCTAVIA_S3_REGION", "us-east-1"),
+        max_upload_bytes=env.int("OCTAVIA_MAX_UPLOAD_BYTES", 2 * 1024**3, 1024, 64 * 1024**3),
+        max_media_duration_s=env.int("OCTAVIA_MAX_MEDIA_DURATION_S", 4 * 3600, 1, 48 * 3600),
+        models_dir=Path(env.str("OCTAVIA_MODELS_DIR", str(var_dir / "models"))).resolve(),
+        whisper_model=env.str("OCTAVIA_WHISPER_MODEL", "base"),
+        marian_dir=env.str("OCTAVIA_MARIAN_DIR", ""),
     )
 
 
@@ -185,6 +219,19 @@ def to_environ(config: Config) -> dict[str, str]:
         "OCTAVIA_ACCESS_TOKEN_TTL_S": str(config.access_token_ttl_s),
         "OCTAVIA_REFRESH_TOKEN_TTL_S": str(config.refresh_token_ttl_s),
         "OCTAVIA_SHUTDOWN_GRACE_S": str(int(config.grace_period_s)),
+        "OCTAVIA_STORAGE": config.storage,
+        "OCTAVIA_STORAGE_DIR": str(config.storage_dir),
+        "OCTAVIA_BLOB_PORT": str(config.blob_port),
+        "OCTAVIA_PUBLIC_URL": config.public_url,
+        "OCTAVIA_BLOB_SIGNING_KEY": config.blob_signing_key,
+        "OCTAVIA_S3_ENDPOINT_URL": config.s3_endpoint_url,
+        "OCTAVIA_S3_BUCKET": config.s3_bucket,
+        "OCTAVIA_S3_REGION": config.s3_region,
+        "OCTAVIA_MAX_UPLOAD_BYTES": str(config.max_upload_bytes),
+        "OCTAVIA_MAX_MEDIA_DURATION_S": str(config.max_media_duration_s),
+        "OCTAVIA_MODELS_DIR": str(config.models_dir),
+        "OCTAVIA_WHISPER_MODEL": config.whisper_model,
+        "OCTAVIA_MARIAN_DIR": config.marian_dir,
     }
     for name, endpoint in config.endpoints.items():
         environ[f"OCTAVIA_{name.upper()}_HOST"] = endpoint.host
