@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import nats
 import structlog
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 log = structlog.get_logger("bus")
@@ -81,6 +81,21 @@ def event_subject(job_id: str) -> str:
     return f"octavia.events.{job_id}"
 
 
+def job_event_subject(job_id: str) -> str:
+    """Core NATS (not stored): JobEvents for WatchJob, published after each committed change."""
+    return f"octavia.jobevents.{job_id}"
+
+
+# Key-value bucket of cancel flags: key <job id> present while the job is being cancelled.
+CANCEL_BUCKET = "octavia_cancel"
+CANCEL_TTL_S = DAY_S
+
+
+def max_deliveries_advisory(consumer: Consumer) -> str:
+    """Where JetStream announces a message of `consumer` that ran out of deliveries."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{consumer.stream}.{consumer.durable}"
+
+
 @dataclass(frozen=True)
 class Consumer:
     """A durable pull consumer: its stream, name and delivery rules."""
@@ -88,9 +103,11 @@ class Consumer:
     stream: str
     durable: str
     subjects: tuple[str, ...]
-    ack_wait_s: float = 60.0
+    # Long stages keep their message with in_progress() every third of ack_wait, so a short
+    # ack_wait only decides how soon the task of a killed worker goes to another one.
+    ack_wait_s: float = 15.0
     max_deliver: int = 5
-    backoff_s: tuple[float, ...] = (5.0, 15.0, 60.0, 120.0)
+    backoff_s: tuple[float, ...] = (2.0, 10.0, 30.0, 60.0)
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -103,13 +120,16 @@ class Consumer:
         )
 
 
+def stages_of(service: str) -> tuple[str, ...]:
+    return tuple(sorted(stage for stage, owner in STAGE_OWNERS.items() if owner == service))
+
+
 def stage_worker(service: str) -> Consumer:
     """The consumer through which `service` receives the stage tasks it owns."""
-    stages = sorted(stage for stage, owner in STAGE_OWNERS.items() if owner == service)
-    return Consumer(stream=TASKS_STREAM, durable=f"{service}-worker", subjects=tuple(stage_subjects(s) for s in stages))
+    return Consumer(stream=TASKS_STREAM, durable=f"{service}-worker", subjects=tuple(stage_subjects(s) for s in stages_of(service)))
 
 
-ORCHESTRATOR = Consumer(stream=EVENTS_STREAM, durable="jobs-orchestrator", subjects=("octavia.events.>",), ack_wait_s=30.0)
+ORCHESTRATOR = Consumer(stream=EVENTS_STREAM, durable="jobs-orchestrator", subjects=("octavia.events.>",), ack_wait_s=30.0, max_deliver=10)
 
 
 async def connect(url: str, name: str) -> nats.NATS:
@@ -131,3 +151,4 @@ async def declare(js: JetStreamContext, consumers: tuple[Consumer, ...] = ()) ->
     for consumer in consumers:
         await js.add_consumer(consumer.stream, consumer.config())
         log.info("bus.consumer_ready", stream=consumer.stream, consumer=consumer.durable)
+    await js.create_key_value(KeyValueConfig(bucket=CANCEL_BUCKET, ttl=CANCEL_TTL_S, storage=StorageType.FILE))

@@ -16,3 +16,10 @@ RPC_LATENCY = Histogram(
 def serve(port: int) -> None:
     """Start the /metrics endpoint on 0.0.0.0:port in a background thread."""
     start_http_server(port)
+
+STAGE_SECONDS = Histogram(
+    "octavia_stage_duration_seconds",
+    "Time a stage task took in a worker, by stage and outcome",
+    ["stage", "outcome"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
+)

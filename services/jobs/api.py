@@ -1,48 +1,283 @@
-"""The JobService servicer: thin; it validates, reads the store and shapes replies."""
+"""The JobService servicer: validates, asks the other services what it must know, and hands over to the orchestrator."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import re
+import time
+import uuid
+
+import grpc
 from octavia.jobs.v1 import jobs_pb2, jobs_pb2_grpc
+from octavia.media.v1 import media_pb2, media_pb2_grpc
+from octavia.transcribe.v1 import transcribe_pb2, transcribe_pb2_grpc
+from octavia.translate.v1 import translate_pb2, translate_pb2_grpc
 
+from octavia_runtime import bus
 from octavia_runtime.auth import current_user_id
-from octavia_runtime.errors import not_found
+from octavia_runtime.errors import ApiError, invalid_argument, not_found, unimplemented
 from octavia_runtime.pagination import keyset_after, keyset_page, page_size
-from octavia_runtime.pending import pending
-from octavia_runtime.resources import parse_name, timestamp
+from octavia_runtime.resources import parse_name
 
-from .store import JobRow, JobStore
+from . import orchestrator, pipeline
+from .runner import Runner, _frame_rate
+from .store import JobStore
+from .views import TERMINAL_STATES, job_event, job_message, now
 
-_SERVICE = jobs_pb2.DESCRIPTOR.services_by_name["JobService"]
-_PIPELINE = "jobs and their stage pipeline (upload, transcribe, translate, subtitles)"
+P = jobs_pb2
+MAX_TARGETS = 10
+MAX_REQUEST_ID = 64
+MAX_DISPLAY_NAME = 200
+HEARTBEAT_S = 15.0
+CATALOGUE_TTL_S = 30.0
+DELETE_SETTLE_S = 15.0
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_SUPPORTED_KINDS = (P.JOB_KIND_TRANSCRIPTION, P.JOB_KIND_SUBTITLES)
 
 
-def job_message(row: JobRow) -> jobs_pb2.Job:
-    job = jobs_pb2.Job.FromString(row.spec)
-    job.name = f"jobs/{row.id}"
-    job.owner = f"users/{row.owner_id}"
-    job.state = row.state
-    job.create_time.CopyFrom(timestamp(row.created_at))
-    job.update_time.CopyFrom(timestamp(row.updated_at))
-    return job
+def primary(tag: str) -> str:
+    """`pt-BR` -> `pt`: engines are chosen by the primary language subtag."""
+    return tag.split("-", 1)[0].lower()
 
 
-@pending(
-    _SERVICE,
-    {"CreateJob": _PIPELINE, "CancelJob": _PIPELINE, "DeleteJob": _PIPELINE, "WatchJob": "live job progress (WatchJob)"},
-)
+class Catalogue:
+    """What the transcribe and translate workers can do, asked over gRPC and kept briefly."""
+
+    def __init__(self, transcribe_channel, translate_channel):
+        self.transcribe = transcribe_pb2_grpc.TranscribeServiceStub(transcribe_channel)
+        self.translate = translate_pb2_grpc.TranslateServiceStub(translate_channel)
+        self._pairs: tuple[float, set[tuple[str, str]]] | None = None
+        self._models: tuple[float, dict[str, transcribe_pb2.Model], str] | None = None
+
+    async def pairs(self) -> set[tuple[str, str]]:
+        if self._pairs is None or time.monotonic() - self._pairs[0] > CATALOGUE_TTL_S:
+            reply = await self.translate.ListLanguagePairs(translate_pb2.ListLanguagePairsRequest(), timeout=5)
+            pairs = {(primary(p.source_language), primary(p.target_language)) for p in reply.language_pairs}
+            self._pairs = (time.monotonic(), pairs)
+        return self._pairs[1]
+
+    async def models(self) -> tuple[dict[str, transcribe_pb2.Model], str]:
+        if self._models is None or time.monotonic() - self._models[0] > CATALOGUE_TTL_S:
+            reply = await self.transcribe.ListModels(transcribe_pb2.ListModelsRequest(), timeout=5)
+            self._models = (time.monotonic(), {m.name: m for m in reply.models if m.available}, reply.default_model)
+        return self._models[1], self._models[2]
+
+
 class JobApi(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, store: JobStore):
+    def __init__(self, store: JobStore, runner: Runner, media_channel, catalogue: Catalogue, nc):
         self.store = store
+        self.runner = runner
+        self.media = media_pb2_grpc.MediaServiceStub(media_channel)
+        self.catalogue = catalogue
+        self.nc = nc
+
+    async def CreateJob(self, request, context):
+        owner = current_user_id()
+        spec = request.job
+        await self._validate(spec, request.request_id)
+        request_hash = hashlib.sha256(spec.SerializeToString(deterministic=True)).digest()
+        if request.request_id:
+            existing = await self.store.by_request_id(owner, request.request_id)
+            if existing is not None:
+                return P.CreateJobResponse(job=self._same_request(existing, request_hash))
+        asset = await self._input(spec.input_asset, owner)
+        await self._check_languages(spec)
+
+        job_id = uuid.uuid4()
+        job = P.Job()
+        job.CopyFrom(spec)
+        for output_only in ("detected_language", "progress", "stages", "artifacts", "error", "start_time", "end_time"):
+            job.ClearField(output_only)
+        job.name, job.owner = f"jobs/{job_id}", f"users/{owner}"
+        job.display_name = spec.display_name or asset.asset.filename
+        job.media_duration.CopyFrom(asset.media_info.duration)
+        job.request_id = request.request_id
+        job.priority = spec.priority or P.PRIORITY_DEFAULT
+        frame_rate = _frame_rate(asset.media_info)
+        effects = orchestrator.start(job, pipeline.plan(job.kind, list(job.target_languages)), now(), frame_rate)
+        row, created = await self.store.create(
+            job_id, owner, job, request.request_id or None, request_hash, effects.publish, frame_rate
+        )
+        if not created:  # a concurrent call with the same request_id won
+            return P.CreateJobResponse(job=self._same_request(row, request_hash))
+        await self.runner.after_commit(row, effects)
+        return P.CreateJobResponse(job=job_message(row))
+
+    def _same_request(self, row, request_hash: bytes) -> jobs_pb2.Job:
+        if row.request_hash != request_hash:
+            raise ApiError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                "REQUEST_ID_REUSED",
+                "request_id was already used for a different job",
+                metadata={"job": f"jobs/{row.id}"},
+            )
+        return job_message(row)
+
+    async def _validate(self, job: jobs_pb2.Job, request_id: str) -> None:
+        bad: dict[str, str] = {}
+        if job.kind == P.JOB_KIND_UNSPECIFIED:
+            bad["job.kind"] = "required"
+        elif job.kind not in _SUPPORTED_KINDS:
+            raise unimplemented("dubbing jobs (AUDIO_TRANSLATION, VIDEO_DUBBING)")
+        if not job.input_asset:
+            bad["job.input_asset"] = "required: the asset to process, assets/{asset}"
+        elif not job.input_asset.startswith("assets/"):
+            bad["job.input_asset"] = "must be an asset name, assets/{asset}"
+        targets = list(job.target_languages)
+        if job.kind == P.JOB_KIND_TRANSCRIPTION and targets:
+            bad["job.target_languages"] = "must be empty for a transcription"
+        if job.kind == P.JOB_KIND_SUBTITLES and not targets:
+            bad["job.target_languages"] = "at least one target language is required"
+        if len(targets) > MAX_TARGETS:
+            bad["job.target_languages"] = f"at most {MAX_TARGETS} languages"
+        if len({primary(t) for t in targets}) != len(targets):
+            bad["job.target_languages"] = "languages must not repeat"
+        for tag in (*targets, *([job.source_language] if job.source_language else [])):
+            if not _LANGUAGE.match(tag):
+                bad["job.target_languages" if tag in targets else "job.source_language"] = f"{tag!r} is not a BCP-47 language tag"
+        if job.source_language and primary(job.source_language) in {primary(t) for t in targets}:
+            bad["job.target_languages"] = "a target language must differ from the source language"
+        if len(job.display_name) > MAX_DISPLAY_NAME:
+            bad["job.display_name"] = f"at most {MAX_DISPLAY_NAME} characters"
+        if len(request_id) > MAX_REQUEST_ID:
+            bad["request_id"] = f"at most {MAX_REQUEST_ID} characters"
+        limit = job.stage_time_limit.ToTimedelta().total_seconds()
+        if limit < 0 or limit > pipeline.MAX_TIME_LIMIT_S:
+            bad["job.stage_time_limit"] = f"between 0 (default) and {pipeline.MAX_TIME_LIMIT_S} seconds"
+        if job.subtitle_options.burn_in:
+            raise unimplemented("burned-in subtitles")
+        if bad:
+            raise invalid_argument(bad)
+
+    async def _input(self, asset: str, owner: str) -> media_pb2.ProbeMediaResponse:
+        try:
+            return await self.media.ProbeMedia(media_pb2.ProbeMediaRequest(asset=asset, owner=f"users/{owner}"), timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise not_found("asset", asset) from None
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise invalid_argument({"job.input_asset": exc.details()}, reason="INPUT_NOT_MEDIA") from None
+            raise
+
+    async def _check_languages(self, job: jobs_pb2.Job) -> None:
+        models, default_model = await self.catalogue.models()
+        model_name = job.transcription_options.model or default_model
+        model = models.get(model_name)
+        if model is None:
+            raise invalid_argument(
+                {"job.transcription_options.model": f"{model_name!r} is not available; available: {', '.join(sorted(models))}"},
+                reason="UNSUPPORTED_MODEL",
+            )
+        source = primary(job.source_language) if job.source_language else ""
+        if source and model.languages and source not in {primary(lang) for lang in model.languages}:
+            raise invalid_argument(
+                {"job.source_language": f"model {model_name} does not recognize {job.source_language}"},
+                reason="UNSUPPORTED_LANGUAGE",
+            )
+        if not job.target_languages:
+            return
+        pairs = await self.catalogue.pairs()
+        for target in job.target_languages:
+            if source and (source, primary(target)) not in pairs:
+                raise invalid_argument(
+                    {"job.target_languages": f"no engine translates {job.source_language} to {target}"},
+                    reason="UNSUPPORTED_LANGUAGE",
+                )
+            if not source and not any(t == primary(target) for _, t in pairs):
+                raise invalid_argument(
+                    {"job.target_languages": f"no engine translates into {target}"}, reason="UNSUPPORTED_LANGUAGE"
+                )
 
     async def GetJob(self, request, context):
-        job_id = parse_name(request.name, "jobs", field="name")
-        row = await self.store.get(current_user_id(), job_id)
+        row = await self.store.get(current_user_id(), parse_name(request.name, "jobs", field="name"))
         if row is None:  # another user's job is as absent as a job that never existed
             raise not_found("job", request.name)
-        return jobs_pb2.GetJobResponse(job=job_message(row))
+        return P.GetJobResponse(job=job_message(row))
 
     async def ListJobs(self, request, context):
         limit, after = page_size(request.page_size), keyset_after(request.page_token)
         rows = await self.store.list(current_user_id(), limit + 1, state=request.state, kind=request.kind, after=after)
         page, next_token = keyset_page(rows, limit)
-        return jobs_pb2.ListJobsResponse(jobs=[job_message(row) for row in page], next_page_token=next_token)
+        return P.ListJobsResponse(jobs=[job_message(row) for row in page], next_page_token=next_token)
+
+    async def CancelJob(self, request, context):
+        job_id = parse_name(request.name, "jobs", field="name")
+        row = await self.store.get(current_user_id(), job_id)
+        if row is None:
+            raise not_found("job", request.name)
+        if row.state in (P.STATE_SUCCEEDED, P.STATE_FAILED):
+            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, "JOB_FINISHED", f"{request.name} has already finished")
+        done = await self.runner.change(job_id, lambda locked: orchestrator.cancel(locked.job, now()))
+        return P.CancelJobResponse(job=job_message(done[0] if done else row))
+
+    async def DeleteJob(self, request, context):
+        owner = current_user_id()
+        job_id = parse_name(request.name, "jobs", field="name")
+        row = await self.store.get(owner, job_id)
+        if row is None:
+            raise not_found("job", request.name)
+        if row.state not in TERMINAL_STATES:
+            if not request.force:
+                raise ApiError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "JOB_NOT_FINISHED",
+                    f"{request.name} is still running: cancel it first, or delete with force",
+                )
+            await self.runner.change(job_id, lambda locked: orchestrator.cancel(locked.job, now()))
+            await self._settle(job_id)
+        await self.media.DeleteJobArtifacts(
+            media_pb2.DeleteJobArtifactsRequest(job=f"jobs/{job_id}", owner=f"users/{owner}"), timeout=60
+        )
+        await self.store.delete(job_id)
+        gone = P.JobEvent(job_name=f"jobs/{job_id}", type=P.JOB_EVENT_TYPE_STATE_CHANGED, final=True)
+        gone.error.code, gone.error.message = grpc.StatusCode.NOT_FOUND.value[0], f"jobs/{job_id} was deleted"
+        gone.event_time.GetCurrentTime()
+        await self.runner.announce(gone)
+        return P.DeleteJobResponse()
+
+    async def _settle(self, job_id) -> None:
+        """Give running stages a moment to stop (they write nothing after they notice the flag)."""
+        deadline = time.monotonic() + DELETE_SETTLE_S
+        while time.monotonic() < deadline:
+            row = await self.store.get(None, job_id)
+            if row is None or row.state in TERMINAL_STATES:
+                return
+            await asyncio.sleep(0.2)
+
+    async def WatchJob(self, request, context):
+        owner = current_user_id()
+        job_id = parse_name(request.name, "jobs", field="name")
+        events: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def deliver(msg) -> None:
+            events.put_nowait(msg.data)
+
+        # Subscribe before reading the snapshot, so nothing between the two is missed.
+        subscription = await self.nc.subscribe(bus.job_event_subject(str(job_id)), cb=deliver)
+        try:
+            row = await self.store.get(owner, job_id)
+            if row is None:
+                raise not_found("job", request.name)
+            snapshot = job_event(row, P.JOB_EVENT_TYPE_SNAPSHOT)
+            yield P.WatchJobResponse(event=snapshot)
+            if snapshot.final:
+                return
+            sequence = row.event_seq
+            while True:
+                try:
+                    data = await asyncio.wait_for(events.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    beat = P.JobEvent(job_name=request.name, type=P.JOB_EVENT_TYPE_HEARTBEAT, sequence=sequence)
+                    beat.event_time.GetCurrentTime()
+                    yield P.WatchJobResponse(event=beat)
+                    continue
+                event = P.JobEvent.FromString(data)
+                if event.sequence and event.sequence <= sequence:
+                    continue  # older than what this watcher has seen
+                sequence = event.sequence or sequence
+                yield P.WatchJobResponse(event=event)
+                if event.final:
+                    return
+        finally:
+            await subscription.unsubscribe()

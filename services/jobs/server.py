@@ -1,4 +1,4 @@
-"""Wires the jobs service into the shared runtime."""
+"""Wires the jobs service into the shared runtime: the API and the orchestrator's loops."""
 
 from __future__ import annotations
 
@@ -7,12 +7,20 @@ from octavia.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from octavia_runtime import bus
 from octavia_runtime.server import Runtime, Service
 
-from .api import JobApi
+from .api import Catalogue, JobApi
+from .runner import Runner
 from .store import JobStore
 
 
 async def setup(rt: Runtime) -> None:
-    rt.serve(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobApi(JobStore(rt.db)))
+    store = JobStore(rt.db)
+    runner = Runner(store, rt.js, rt.nc, rt.channel("media"))
+    catalogue = Catalogue(rt.channel("transcribe"), rt.channel("translate"))
+    rt.serve(jobs_pb2_grpc.add_JobServiceServicer_to_server, JobApi(store, runner, rt.channel("media"), catalogue, rt.nc))
+    rt.background(runner.relay(), "outbox-relay")
+    rt.background(runner.consume_events(), "stage-events")
+    rt.background(runner.sweep(), "deadline-sweep")
+    rt.background(runner.watch_exhausted(), "exhausted-tasks")
 
 
 SERVICE = Service(

@@ -1,0 +1,324 @@
+"""Stage workers: how a service runs the job-pipeline tasks it owns.
+
+A service hands `StageWorker` one handler per stage. The worker pulls
+`StageTask`s from the service's durable consumer and, for each one:
+
+- reports STARTED, then runs the handler while it
+  - keeps the message with `in_progress()` every third of `ack_wait`, so long
+    work is not redelivered but a killed worker's task is, soon;
+  - watches the job's cancel flag (KV `octavia_cancel`) and the task's
+    deadline, and sets `ctx.stop` (a threading.Event that model code running
+    in a thread checks between chunks);
+- reports SUCCEEDED with the outputs and result, then acks;
+- on `StageError(permanent=True)` reports FAILED_PERMANENT and `term()`s;
+- on any other failure reports FAILED_TRANSIENT and `nak(delay)`s with
+  backoff, or, on the last allowed delivery, reports FAILED_PERMANENT with
+  reason RETRIES_EXHAUSTED and `term()`s: the job fails, it is never stuck;
+- on cancel, reports CANCELLED and acks.
+
+Terminal events carry `Nats-Msg-Id` `<task id>/<outcome>`: a task redelivered
+after its event was published but before its ack emits a duplicate that
+JetStream drops. Handlers write to deterministic keys, so running twice is
+harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.errors import KeyNotFoundError
+from octavia.jobs.v1 import jobs_pb2, stages_pb2
+
+from . import bus
+from .metrics import STAGE_SECONDS
+
+log = structlog.get_logger("stages")
+
+WORKER_ID = f"{socket.gethostname()}/{os.getpid()}"
+PROGRESS_INTERVAL_S = 0.5  # at most two progress events a second per task
+CANCEL_POLL_S = 1.0
+
+
+class StageError(Exception):
+    """A stage failed. Permanent: retrying cannot help (bad media, unsupported language)."""
+
+    def __init__(self, reason: str, message: str, *, permanent: bool, code: int = code_pb2.FAILED_PRECONDITION):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.permanent = permanent
+        self.code = code
+
+
+def permanent(reason: str, message: str, code: int = code_pb2.FAILED_PRECONDITION) -> StageError:
+    return StageError(reason, message, permanent=True, code=code)
+
+
+def transient(reason: str, message: str) -> StageError:
+    return StageError(reason, message, permanent=False, code=code_pb2.UNAVAILABLE)
+
+
+class Stopped(Exception):
+    """Raised by handler code that noticed `ctx.stop`: the job is being cancelled or the deadline passed."""
+
+
+@dataclass
+class StageOutput:
+    """What a handler returns: the outputs it wrote, and the stage's result message if it has one."""
+
+    outputs: list[stages_pb2.ArtifactRef] = field(default_factory=list)
+    result: Any = None  # ProbeResult, TranscribeResult, ... (the StageEvent oneof field is found by type)
+
+
+@dataclass
+class StageContext:
+    task: stages_pb2.StageTask
+    domain: str
+    publish_progress: Callable[[int, str], Awaitable[None]]
+    stop: threading.Event = field(default_factory=threading.Event)
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+    _last_progress: float = 0.0
+
+    @property
+    def job_id(self) -> str:
+        return self.task.job.removeprefix("jobs/")
+
+    async def progress(self, percent: int, message: str = "") -> None:
+        """Report how far the task is (throttled; 100 % is left to SUCCEEDED)."""
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_INTERVAL_S:
+            self._last_progress = now
+            await self.publish_progress(max(0, min(99, int(percent))), message)
+
+    def progress_from_thread(self, percent: float, message: str = "") -> None:
+        """`progress` for code running in a worker thread; raises Stopped once the task should stop."""
+        if self.stop.is_set():
+            raise Stopped()
+        asyncio.run_coroutine_threadsafe(self.progress(int(percent), message), self.loop)
+
+    def output(self, role: int) -> stages_pb2.ArtifactRef:
+        """The output of `role` the orchestrator asked for (it chose the key)."""
+        return _find(self.task.outputs, role, "output")
+
+    def input(self, role: int) -> stages_pb2.ArtifactRef:
+        return _find(self.task.inputs, role, "input")
+
+
+def _find(refs, role: int, kind: str) -> stages_pb2.ArtifactRef:
+    for ref in refs:
+        if ref.role == role:
+            return ref
+    raise permanent("BAD_TASK", f"the task has no {kind} of role {stages_pb2.ArtifactRole.Name(role)}")
+
+
+Handler = Callable[[StageContext], Awaitable[StageOutput]]
+
+_RESULT_FIELDS = {
+    stages_pb2.ProbeResult: "probe",
+    stages_pb2.TranscribeResult: "transcribe",
+    stages_pb2.TranslateResult: "translate",
+    stages_pb2.TtsResult: "tts",
+    stages_pb2.MixResult: "mix",
+    stages_pb2.RenderSubtitlesResult: "render_subtitles",
+}
+
+
+def stage_name(stage: int) -> str:
+    """`STAGE_EXTRACT_AUDIO` -> `extract_audio`, the subject token."""
+    return jobs_pb2.Stage.Name(stage).removeprefix("STAGE_").lower()
+
+
+def error_status(reason: str, message: str, domain: str, code: int) -> status_pb2.Status:
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain))
+    return status_pb2.Status(code=code, message=message, details=[detail])
+
+
+class StageWorker:
+    """Runs `handlers` for the tasks on `consumer`, `concurrency` at a time."""
+
+    def __init__(
+        self,
+        js,
+        consumer: bus.Consumer,
+        handlers: dict[int, Handler],
+        *,
+        domain: str,
+        concurrency: int = 1,
+    ):
+        self.js = js
+        self.consumer = consumer
+        self.handlers = handlers
+        self.domain = domain
+        self.concurrency = concurrency
+        self._cancel_kv = None
+
+    async def run(self) -> None:
+        self._cancel_kv = await self.js.key_value(bus.CANCEL_BUCKET)
+        sub = await self.js.pull_subscribe_bind(durable=self.consumer.durable, stream=self.consumer.stream)
+        await asyncio.gather(*(self._loop(sub) for _ in range(self.concurrency)))
+
+    async def _loop(self, sub) -> None:
+        while True:
+            try:
+                messages = await sub.fetch(1, timeout=5)
+            except (TimeoutError, NatsTimeout):
+                continue
+            except Exception as exc:  # noqa: BLE001 - NATS reconnecting: wait and pull again
+                log.warning("stages.fetch_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1)
+                continue
+            for msg in messages:
+                await self._handle(msg)
+
+    async def _handle(self, msg) -> None:
+        try:
+            task = stages_pb2.StageTask.FromString(msg.data)
+        except Exception:  # noqa: BLE001 - a message nobody can read is dropped loudly, never retried
+            log.error("stages.undecodable_task", subject=msg.subject)
+            await msg.term()
+            return
+        stage = stage_name(task.stage)
+        delivery = msg.metadata.num_delivered
+        last_try = delivery >= self.consumer.max_deliver
+        structlog.contextvars.bind_contextvars(job_id=task.job, task_id=task.task_id, stage=stage, delivery=delivery)
+        started = time.monotonic()
+        ctx = StageContext(task, self.domain, lambda pct, text: self._publish(task, stages_pb2.STAGE_OUTCOME_PROGRESS, progress=(pct, text)))
+        try:
+            if await self._cancelled(ctx.job_id):
+                await self._publish(task, stages_pb2.STAGE_OUTCOME_CANCELLED, msg_id=f"{task.task_id}/cancelled")
+                await msg.ack()
+                return
+            handler = self.handlers.get(task.stage)
+            if handler is None:
+                raise permanent("BAD_TASK", f"this worker does not run stage {stage}")
+            await self._publish(task, stages_pb2.STAGE_OUTCOME_STARTED)
+            output = await self._run(ctx, msg, handler)
+        except Stopped:
+            if await self._cancelled(ctx.job_id):
+                log.info("stages.cancelled")
+                await self._publish(task, stages_pb2.STAGE_OUTCOME_CANCELLED, msg_id=f"{task.task_id}/cancelled")
+                await msg.ack()
+            else:
+                await self._fail(msg, task, transient("STAGE_TIMEOUT", f"{stage} ran past its deadline"), last_try, started)
+        except StageError as exc:
+            await self._fail(msg, task, exc, last_try, started)
+        except Exception as exc:  # noqa: BLE001 - unexpected: retried, and reported
+            log.exception("stages.crashed")
+            await self._fail(msg, task, transient("STAGE_CRASHED", f"{stage} failed: {exc}"), last_try, started)
+        else:
+            elapsed = time.monotonic() - started
+            await self._publish(
+                task, stages_pb2.STAGE_OUTCOME_SUCCEEDED, msg_id=f"{task.task_id}/succeeded", output=output, elapsed=elapsed
+            )
+            await msg.ack()
+            STAGE_SECONDS.labels(stage=stage, outcome="succeeded").observe(elapsed)
+            log.info("stages.succeeded", seconds=round(elapsed, 3))
+        finally:
+            structlog.contextvars.unbind_contextvars("job_id", "task_id", "stage", "delivery")
+
+    async def _run(self, ctx: StageContext, msg, handler: Handler) -> StageOutput:
+        """The handler, with heartbeats, the cancel flag and the deadline watched beside it."""
+        work = asyncio.create_task(handler(ctx))
+        heartbeat = self.consumer.ack_wait_s / 3
+        deadline = ctx.task.deadline.ToDatetime(tzinfo=UTC) if ctx.task.HasField("deadline") else None
+        next_cancel_check = time.monotonic() + CANCEL_POLL_S
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=min(heartbeat, CANCEL_POLL_S))
+            if done:
+                return work.result()
+            await msg.in_progress()
+            if time.monotonic() >= next_cancel_check:
+                next_cancel_check = time.monotonic() + CANCEL_POLL_S
+                if await self._cancelled(ctx.job_id) or (deadline and datetime.now(UTC) > deadline):
+                    # Model code in threads sees the flag at its next chunk; wait for it to notice.
+                    ctx.stop.set()
+
+    async def _cancelled(self, job_id: str) -> bool:
+        try:
+            await self._cancel_kv.get(job_id)
+        except KeyNotFoundError:
+            return False
+        return True
+
+    async def _fail(self, msg, task, exc: StageError, last_try: bool, started: float) -> None:
+        elapsed = time.monotonic() - started
+        stage = stage_name(task.stage)
+        if exc.permanent or last_try:
+            reason = exc.reason if exc.permanent else "RETRIES_EXHAUSTED"
+            message = exc.message if exc.permanent else f"{exc.message} (gave up after {msg.metadata.num_delivered} attempts)"
+            log.warning("stages.failed", reason=reason, error=message)
+            await self._publish(
+                task,
+                stages_pb2.STAGE_OUTCOME_FAILED_PERMANENT,
+                msg_id=f"{task.task_id}/failed",
+                error=error_status(reason, message, self.domain, exc.code),
+                elapsed=elapsed,
+            )
+            await msg.term()
+            STAGE_SECONDS.labels(stage=stage, outcome="failed").observe(elapsed)
+            return
+        backoff = self.consumer.backoff_s
+        delay = backoff[min(msg.metadata.num_delivered - 1, len(backoff) - 1)]
+        log.warning("stages.retrying", reason=exc.reason, error=exc.message, retry_in_s=delay)
+        await self._publish(
+            task,
+            stages_pb2.STAGE_OUTCOME_FAILED_TRANSIENT,
+            error=error_status(exc.reason, exc.message, self.domain, exc.code),
+            elapsed=elapsed,
+        )
+        await msg.nak(delay=delay)
+
+    async def _publish(
+        self,
+        task: stages_pb2.StageTask,
+        outcome: int,
+        *,
+        msg_id: str | None = None,
+        output: StageOutput | None = None,
+        error: status_pb2.Status | None = None,
+        progress: tuple[int, str] | None = None,
+        elapsed: float | None = None,
+    ) -> None:
+        event = stages_pb2.StageEvent(
+            task_id=task.task_id,
+            job=task.job,
+            stage=task.stage,
+            attempt=task.attempt,
+            language=task.language,
+            outcome=outcome,
+            worker=WORKER_ID,
+        )
+        if task.HasField("segment_index"):
+            event.segment_index = task.segment_index
+        event.event_time.GetCurrentTime()
+        if output is not None:
+            event.outputs.extend(output.outputs)
+            if output.result is not None:
+                getattr(event, _RESULT_FIELDS[type(output.result)]).CopyFrom(output.result)
+        if error is not None:
+            event.error.CopyFrom(error)
+        if progress is not None:
+            event.progress_percent, event.progress_message = progress
+        if elapsed is not None:
+            event.processing_duration.CopyFrom(duration(elapsed))
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        await self.js.publish(bus.event_subject(task.job.removeprefix("jobs/")), event.SerializeToString(), headers=headers)
+
+
+def duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(round(seconds * 1e9)))
+    return value

@@ -1,0 +1,328 @@
+"""The job state machine: what each stage event, cancel and timeout does to a job.
+
+Pure: no gRPC, SQL or NATS. The functions take the stored `Job` message (its
+`stages[i]` is node `i` of `pipeline.plan`), change it in place, and return
+`Effects`: the tasks to publish and what to tell watchers. The caller (runner.py)
+does that work inside one Postgres transaction with the job row locked, the
+tasks going to the outbox.
+
+Rules (ARCHITECTURE.md, "Jobs and stages"):
+- events of a finished job, of an attempt other than the current one, or of a
+  stage already finished are ignored: duplicates and late events change nothing;
+- a stage starts when every stage it depends on has succeeded;
+- a permanent failure fails the job and stops its other stages;
+- a cancelled job stops queued stages at once and waits (boundedly) for running
+  ones to report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+from google.rpc import code_pb2, status_pb2
+from octavia.jobs.v1 import jobs_pb2, stages_pb2
+from octavia.media.v1 import media_pb2
+
+from octavia_runtime.stages import error_status, stage_name
+
+from . import pipeline
+from .pipeline import Node
+
+P = jobs_pb2
+R = stages_pb2
+
+TERMINAL_STATES = (P.STATE_SUCCEEDED, P.STATE_FAILED, P.STATE_CANCELLED)
+FINISHED_STAGES = (P.STAGE_STATE_SUCCEEDED, P.STAGE_STATE_FAILED, P.STAGE_STATE_CANCELLED, P.STAGE_STATE_SKIPPED)
+IN_FLIGHT = (P.STAGE_STATE_QUEUED, P.STAGE_STATE_RUNNING)
+MAX_ATTEMPTS = 2  # a stage that times out is tried once more, then the job fails
+DOMAIN = "jobs.octavia"
+
+_LABELS = {
+    P.STAGE_PROBE: "Checking the media",
+    P.STAGE_EXTRACT_AUDIO: "Extracting audio",
+    P.STAGE_TRANSCRIBE: "Transcribing",
+    P.STAGE_TRANSLATE: "Translating",
+    P.STAGE_RENDER_SUBTITLES: "Writing subtitles",
+}
+
+
+@dataclass
+class Effects:
+    publish: list[stages_pb2.StageTask] = field(default_factory=list)
+    state_changed: bool = False  # a job or stage state moved (else only progress, or nothing)
+    progressed: bool = False
+    cancel_flag: bool = False  # tell running workers to stop
+    ignored: str = ""  # why the input changed nothing
+
+    @property
+    def changed(self) -> bool:
+        return self.state_changed or self.progressed
+
+
+def _ts(now: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(now)
+    return stamp
+
+
+def _label(node: Node) -> str:
+    label = _LABELS.get(node.stage, stage_name(node.stage))
+    return f"{label} ({node.language})" if node.language else label
+
+
+def start(job: jobs_pb2.Job, nodes: list[Node], now: datetime, frame_rate: float = 0.0) -> Effects:
+    """A new job: every stage pending, the first ones queued."""
+    del job.stages[:]
+    for node in nodes:
+        job.stages.add(stage=node.stage, language=node.language or job.source_language, state=P.STAGE_STATE_PENDING)
+    job.state = P.STATE_QUEUED
+    job.progress.CopyFrom(P.Progress(percent=0, stage=nodes[0].stage, message="Queued", update_time=_ts(now)))
+    effects = Effects(state_changed=True)
+    _queue_ready(job, nodes, effects, frame_rate)
+    return effects
+
+
+def _queue_ready(job: jobs_pb2.Job, nodes: list[Node], effects: Effects, frame_rate: float) -> None:
+    for index, node in enumerate(nodes):
+        status = job.stages[index]
+        if status.state == P.STAGE_STATE_PENDING and all(
+            job.stages[dep].state == P.STAGE_STATE_SUCCEEDED for dep in node.after
+        ):
+            status.state = P.STAGE_STATE_QUEUED
+            status.attempt = 1
+            effects.publish.append(pipeline.build_task(job, nodes, index, 1, frame_rate))
+            effects.state_changed = True
+
+
+def on_event(
+    job: jobs_pb2.Job,
+    nodes: list[Node],
+    event: stages_pb2.StageEvent,
+    now: datetime,
+    *,
+    assets: dict[str, media_pb2.Asset] | None = None,
+    deadlines: dict[int, float] | None = None,
+    frame_rate: float = 0.0,
+) -> Effects:
+    """Apply a worker's StageEvent. `assets`: the registered user artifacts of its outputs, by key."""
+    if job.state in TERMINAL_STATES:
+        return Effects(ignored="job finished")
+    parsed = pipeline.parse_task_id(event.task_id)
+    index = pipeline.node_index(nodes, event.stage, parsed[2]) if parsed else None
+    if index is None:
+        return Effects(ignored="unknown task")
+    status, node = job.stages[index], nodes[index]
+    if event.attempt != status.attempt:
+        return Effects(ignored="old attempt")
+    if status.state in FINISHED_STAGES:
+        return Effects(ignored="stage finished")
+    deadlines = deadlines if deadlines is not None else {}
+    outcome = event.outcome
+    effects = Effects()
+
+    if outcome in (R.STAGE_OUTCOME_STARTED, R.STAGE_OUTCOME_PROGRESS):
+        if status.state != P.STAGE_STATE_RUNNING:
+            status.state = P.STAGE_STATE_RUNNING
+            if not status.HasField("start_time"):
+                status.start_time.CopyFrom(_ts(now))
+            deadlines[index] = now.timestamp() + pipeline.time_limit(job) + TIMEOUT_GRACE_S
+            effects.state_changed = True
+        if job.state == P.STATE_QUEUED:
+            job.state = P.STATE_RUNNING
+            job.start_time.CopyFrom(_ts(now))
+            effects.state_changed = True
+        fraction = event.progress_percent / 100 if outcome == R.STAGE_OUTCOME_PROGRESS else 0.0
+        message = event.progress_message if outcome == R.STAGE_OUTCOME_PROGRESS else ""
+        _progress(job, nodes, node, fraction, message, now)
+        effects.progressed = True
+        return effects
+
+    if outcome == R.STAGE_OUTCOME_FAILED_TRANSIENT:
+        _progress(job, nodes, node, 0.0, f"retrying: {event.error.message}", now)
+        effects.progressed = True
+        return effects
+
+    deadlines.pop(index, None)
+    status.end_time.CopyFrom(_ts(now))
+    effects.state_changed = True
+
+    if outcome == R.STAGE_OUTCOME_SUCCEEDED:
+        status.state = P.STAGE_STATE_SUCCEEDED
+        _record_result(job, nodes, event)
+        _record_artifacts(job, event, assets or {})
+        if job.state == P.STATE_CANCELLING:
+            _settle_cancel(job, now)
+            return effects
+        _queue_ready(job, nodes, effects, frame_rate)
+        if all(s.state == P.STAGE_STATE_SUCCEEDED for s in job.stages):
+            job.state = P.STATE_SUCCEEDED
+            job.end_time.CopyFrom(_ts(now))
+            job.progress.CopyFrom(P.Progress(percent=100, stage=node.stage, message="Done", update_time=_ts(now)))
+        else:
+            _progress(job, nodes, node, 0.0, "", now)
+        return effects
+
+    if outcome == R.STAGE_OUTCOME_FAILED_PERMANENT:
+        status.state = P.STAGE_STATE_FAILED
+        status.error.CopyFrom(event.error)
+        if job.state == P.STATE_CANCELLING:
+            _settle_cancel(job, now)
+            return effects
+        _fail(job, event.error, node, now)
+        effects.cancel_flag = True
+        return effects
+
+    if outcome == R.STAGE_OUTCOME_CANCELLED:
+        status.state = P.STAGE_STATE_CANCELLED
+        if job.state == P.STATE_CANCELLING:
+            _settle_cancel(job, now)
+        else:
+            # A worker saw a cancel flag this job does not have (left from an earlier
+            # failure of the same job id cannot happen; be safe): fail rather than hang.
+            _fail(job, error_status("STAGE_CANCELLED", f"{stage_name(node.stage)} stopped unexpectedly", DOMAIN, code_pb2.ABORTED), node, now)
+        return effects
+
+    return Effects(ignored="unknown outcome")
+
+
+TIMEOUT_GRACE_S = 60.0
+
+
+def _fail(job: jobs_pb2.Job, error: status_pb2.Status, node: Node, now: datetime) -> None:
+    job.state = P.STATE_FAILED
+    job.error.CopyFrom(error)
+    if not job.error.message.startswith(_label(node)):
+        job.error.message = f"{_label(node)}: {error.message}"
+    job.end_time.CopyFrom(_ts(now))
+    for other in job.stages:
+        if other.state in (P.STAGE_STATE_PENDING, *IN_FLIGHT):
+            other.state = P.STAGE_STATE_CANCELLED
+    job.progress.message = f"Failed: {job.error.message}"
+    job.progress.update_time.CopyFrom(_ts(now))
+
+
+def _settle_cancel(job: jobs_pb2.Job, now: datetime) -> None:
+    """A cancelling job is cancelled once no stage is running."""
+    if not any(s.state == P.STAGE_STATE_RUNNING for s in job.stages):
+        job.state = P.STATE_CANCELLED
+        job.end_time.CopyFrom(_ts(now))
+        job.progress.message = "Cancelled"
+        job.progress.update_time.CopyFrom(_ts(now))
+
+
+def cancel(job: jobs_pb2.Job, now: datetime) -> Effects:
+    """The user asked to stop. Queued and pending stages stop now; running ones at their next chunk."""
+    if job.state not in (P.STATE_QUEUED, P.STATE_RUNNING):
+        return Effects(ignored="not running")
+    for status in job.stages:
+        if status.state in (P.STAGE_STATE_PENDING, P.STAGE_STATE_QUEUED):
+            status.state = P.STAGE_STATE_CANCELLED
+    job.state = P.STATE_CANCELLING
+    job.progress.message = "Cancelling"
+    job.progress.update_time.CopyFrom(_ts(now))
+    _settle_cancel(job, now)
+    return Effects(state_changed=True, cancel_flag=True)
+
+
+def expire(
+    job: jobs_pb2.Job, nodes: list[Node], deadlines: dict[int, float], now: datetime, *, cancel_timeout_s: float, frame_rate: float = 0.0
+) -> Effects:
+    """Stages past their time limit (a worker hung or vanished): one more attempt, then the job fails.
+
+    A cancelling job whose running stages do not report within cancel_timeout_s is
+    cancelled anyway: a dead worker must not keep it cancelling forever.
+    """
+    effects = Effects()
+    if job.state == P.STATE_CANCELLING:
+        if now.timestamp() - job.progress.update_time.ToDatetime().timestamp() > cancel_timeout_s:
+            for status in job.stages:
+                if status.state == P.STAGE_STATE_RUNNING:
+                    status.state = P.STAGE_STATE_CANCELLED
+            _settle_cancel(job, now)
+            effects.state_changed = True
+        return effects
+    if job.state in TERMINAL_STATES:
+        deadlines.clear()
+        return effects
+    for index, deadline in list(deadlines.items()):
+        if deadline > now.timestamp():
+            continue
+        status, node = job.stages[index], nodes[index]
+        del deadlines[index]
+        effects.state_changed = True
+        if status.attempt < MAX_ATTEMPTS:
+            status.attempt += 1
+            status.state = P.STAGE_STATE_QUEUED
+            effects.publish.append(pipeline.build_task(job, nodes, index, status.attempt, frame_rate))
+            continue
+        status.state = P.STAGE_STATE_FAILED
+        limit = int(pipeline.time_limit(job))
+        error = error_status(
+            "STAGE_TIMEOUT", f"did not finish within its time limit of {limit} s, {status.attempt} times", DOMAIN, code_pb2.DEADLINE_EXCEEDED
+        )
+        status.error.CopyFrom(error)
+        _fail(job, error, node, now)
+        effects.cancel_flag = True
+        return effects
+    return effects
+
+
+def exhausted(job: jobs_pb2.Job, nodes: list[Node], task: stages_pb2.StageTask, now: datetime) -> Effects:
+    """JetStream gave up delivering `task` (its workers kept dying): fail the job, never leave it stuck."""
+    event = R.StageEvent(
+        task_id=task.task_id,
+        job=task.job,
+        stage=task.stage,
+        attempt=task.attempt,
+        language=task.language,
+        outcome=R.STAGE_OUTCOME_FAILED_PERMANENT,
+        error=error_status(
+            "RETRIES_EXHAUSTED", "no worker finished it after every allowed delivery", DOMAIN, code_pb2.UNAVAILABLE
+        ),
+    )
+    return on_event(job, nodes, event, now)
+
+
+def _record_result(job: jobs_pb2.Job, nodes: list[Node], event: stages_pb2.StageEvent) -> None:
+    result = event.WhichOneof("result")
+    if result == "probe":
+        job.media_duration.CopyFrom(event.probe.media_info.duration)
+    elif result == "transcribe":
+        job.detected_language = event.transcribe.detected_language
+        for index, node in enumerate(nodes):
+            if node.language == pipeline.SOURCE and node.stage == P.STAGE_RENDER_SUBTITLES:
+                job.stages[index].language = job.detected_language
+
+
+def _record_artifacts(job: jobs_pb2.Job, event: stages_pb2.StageEvent, assets: dict[str, media_pb2.Asset]) -> None:
+    known = {artifact.asset for artifact in job.artifacts}
+    for output in event.outputs:
+        kind = pipeline.ARTIFACT_KINDS.get(output.role)
+        asset = assets.get(output.key)
+        if kind is None or asset is None or asset.name in known:
+            continue
+        job.artifacts.add(
+            kind=kind,
+            language=output.language,
+            asset=asset.name,
+            filename=asset.filename,
+            content_type=asset.content_type,
+            size_bytes=asset.size_bytes,
+        )
+
+
+def _progress(job: jobs_pb2.Job, nodes: list[Node], node: Node, fraction: float, message: str, now: datetime) -> None:
+    """Overall percent: finished stages' weights plus the running one's share; never decreases."""
+    total = sum(n.weight for n in nodes)
+    done = sum(n.weight for n, s in zip(nodes, job.stages) if s.state == P.STAGE_STATE_SUCCEEDED)
+    if job.stages[nodes.index(node)].state == P.STAGE_STATE_RUNNING:
+        done += node.weight * max(0.0, min(1.0, fraction))
+    percent = min(99, int(100 * done / total))
+    job.progress.percent = max(job.progress.percent, percent)
+    running = [n for n, s in zip(nodes, job.stages) if s.state == P.STAGE_STATE_RUNNING]
+    current = node if node in running or not running else running[-1]
+    job.progress.stage = current.stage
+    job.progress.message = f"{_label(current)}: {message}" if message else _label(current)
+    job.progress.update_time.CopyFrom(_ts(now))

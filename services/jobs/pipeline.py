@@ -1,0 +1,193 @@
+"""The stage graph of each job kind, and the tasks it sends to workers.
+
+Pure: no I/O. A job's stages are planned once from its kind and target
+languages; `Job.stages[i]` is the status of node `i` of that plan, so a node
+is identified by its index and, on the wire, by its task id
+`<job id>/<stage>/<language or "_">/<segment or "_">/<attempt>`.
+
+Every output key is chosen here, deterministically, so a redelivered task
+writes the same blobs again (stages.proto describes the layout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from google.protobuf import duration_pb2
+from octavia.jobs.v1 import jobs_pb2, stages_pb2
+
+from octavia_runtime.stages import stage_name
+
+P = jobs_pb2
+R = stages_pb2
+
+DEFAULT_TIME_LIMIT_S = 30 * 60
+MAX_TIME_LIMIT_S = 6 * 3600
+SOURCE = ""  # the `language` of nodes working on the source language
+
+# Share of the overall progress bar each stage takes (per language where it fans out).
+_WEIGHTS = {
+    P.STAGE_PROBE: 1,
+    P.STAGE_EXTRACT_AUDIO: 4,
+    P.STAGE_TRANSCRIBE: 60,
+    P.STAGE_TRANSLATE: 10,
+    P.STAGE_RENDER_SUBTITLES: 2,
+}
+
+
+@dataclass(frozen=True)
+class Node:
+    stage: int
+    language: str  # a target language, or SOURCE
+    after: tuple[int, ...]  # nodes that must succeed first
+
+    @property
+    def weight(self) -> int:
+        return _WEIGHTS.get(self.stage, 5)
+
+
+def plan(kind: int, targets: list[str]) -> list[Node]:
+    """The nodes of a job, in pipeline order."""
+    nodes = [
+        Node(P.STAGE_PROBE, SOURCE, ()),
+        Node(P.STAGE_EXTRACT_AUDIO, SOURCE, (0,)),
+        Node(P.STAGE_TRANSCRIBE, SOURCE, (1,)),
+        Node(P.STAGE_RENDER_SUBTITLES, SOURCE, (2,)),
+    ]
+    if kind == P.JOB_KIND_SUBTITLES:
+        for language in targets:
+            translate = len(nodes)
+            nodes.append(Node(P.STAGE_TRANSLATE, language, (2,)))
+            nodes.append(Node(P.STAGE_RENDER_SUBTITLES, language, (translate,)))
+    return nodes
+
+
+def node_index(nodes: list[Node], stage: int, language_token: str) -> int | None:
+    """The node a task id's stage and language token (`_` for the source) name."""
+    language = SOURCE if language_token == "_" else language_token
+    for index, node in enumerate(nodes):
+        if node.stage == stage and node.language == language:
+            return index
+    return None
+
+
+def task_id(job_id: str, node: Node, attempt: int) -> str:
+    return f"{job_id}/{stage_name(node.stage)}/{node.language or '_'}/_/{attempt}"
+
+
+def parse_task_id(value: str) -> tuple[str, str, str, int] | None:
+    """(job id, stage name, language token, attempt) of a task id."""
+    parts = value.split("/")
+    if len(parts) != 5 or not parts[4].isdigit():
+        return None
+    return parts[0], parts[1], parts[2], int(parts[4])
+
+
+def key(job_id: str, stage: int, language: str, role: str, ext: str) -> str:
+    return f"jobs/{job_id}/{stage_name(stage)}/{language or '_'}/{role}.{ext}"
+
+
+def _ref(role: int, key_: str, content_type: str, language: str = "") -> stages_pb2.ArtifactRef:
+    return R.ArtifactRef(role=role, key=key_, content_type=content_type, language=language)
+
+
+def _transcript(job_id: str) -> stages_pb2.ArtifactRef:
+    return _ref(R.ARTIFACT_ROLE_TRANSCRIPT, key(job_id, P.STAGE_TRANSCRIBE, SOURCE, "transcript", "pb"), "application/x-protobuf")
+
+
+def _translation(job_id: str, language: str) -> stages_pb2.ArtifactRef:
+    return _ref(
+        R.ARTIFACT_ROLE_TRANSLATION,
+        key(job_id, P.STAGE_TRANSLATE, language, "translation", "pb"),
+        "application/x-protobuf",
+        language,
+    )
+
+
+_SUBTITLE_OUTPUTS = {
+    P.SUBTITLE_FORMAT_SRT: (R.ARTIFACT_ROLE_SUBTITLES_SRT, "subtitles", "srt", "application/x-subrip"),
+    P.SUBTITLE_FORMAT_VTT: (R.ARTIFACT_ROLE_SUBTITLES_VTT, "subtitles", "vtt", "text/vtt"),
+}
+TRANSCRIPT_JSON = (R.ARTIFACT_ROLE_TRANSCRIPT_JSON, "transcript", "json", "application/json")
+
+# What each user-facing output role becomes in Job.artifacts.
+ARTIFACT_KINDS = {
+    R.ARTIFACT_ROLE_SUBTITLES_SRT: P.ARTIFACT_KIND_SUBTITLES_SRT,
+    R.ARTIFACT_ROLE_SUBTITLES_VTT: P.ARTIFACT_KIND_SUBTITLES_VTT,
+    R.ARTIFACT_ROLE_TRANSCRIPT_JSON: P.ARTIFACT_KIND_TRANSCRIPT_JSON,
+}
+
+
+def subtitle_formats(job: jobs_pb2.Job) -> list[int]:
+    return list(dict.fromkeys(job.subtitle_options.formats)) or [P.SUBTITLE_FORMAT_SRT, P.SUBTITLE_FORMAT_VTT]
+
+
+def time_limit(job: jobs_pb2.Job) -> float:
+    seconds = job.stage_time_limit.ToTimedelta().total_seconds()
+    return seconds if seconds > 0 else DEFAULT_TIME_LIMIT_S
+
+
+def build_task(
+    job: jobs_pb2.Job, nodes: list[Node], index: int, attempt: int, frame_rate: float = 0.0
+) -> stages_pb2.StageTask:
+    """The StageTask of node `index` of `job`, attempt `attempt` (frame_rate: the probed video's, if any)."""
+    job_id = job.name.removeprefix("jobs/")
+    node = nodes[index]
+    source = job.detected_language or job.source_language
+    task = R.StageTask(
+        task_id=task_id(job_id, node, attempt),
+        job=job.name,
+        owner=job.owner,
+        job_kind=job.kind,
+        stage=node.stage,
+        attempt=attempt,
+        language=node.language or (source if node.stage == P.STAGE_RENDER_SUBTITLES else ""),
+        priority=job.priority or P.PRIORITY_DEFAULT,
+        request_id=job.request_id,
+    )
+    task.time_limit.CopyFrom(duration_pb2.Duration(seconds=int(time_limit(job))))
+    task.create_time.GetCurrentTime()
+    source_media = R.ArtifactRef(role=R.ARTIFACT_ROLE_SOURCE_MEDIA, asset=job.input_asset)
+    stage = node.stage
+    if stage == P.STAGE_PROBE:
+        task.inputs.append(source_media)
+        task.probe.SetInParent()
+    elif stage == P.STAGE_EXTRACT_AUDIO:
+        task.inputs.append(source_media)
+        task.outputs.append(_ref(R.ARTIFACT_ROLE_ASR_AUDIO, key(job_id, stage, SOURCE, "asr_audio", "wav"), "audio/wav"))
+        task.extract_audio.asr_sample_rate_hertz = 16000
+    elif stage == P.STAGE_TRANSCRIBE:
+        task.inputs.append(_ref(R.ARTIFACT_ROLE_ASR_AUDIO, key(job_id, P.STAGE_EXTRACT_AUDIO, SOURCE, "asr_audio", "wav"), "audio/wav"))
+        task.outputs.append(_transcript(job_id))
+        task.transcribe.model = job.transcription_options.model
+        task.transcribe.language = job.source_language
+        task.transcribe.word_timestamps = True
+        task.transcribe.vad_filter = True
+    elif stage == P.STAGE_TRANSLATE:
+        task.inputs.append(_transcript(job_id))
+        task.outputs.append(_translation(job_id, node.language))
+        task.translate.source_language = source
+        task.translate.target_language = node.language
+    elif stage == P.STAGE_RENDER_SUBTITLES:
+        task.inputs.append(_translation(job_id, node.language) if node.language else _transcript(job_id))
+        formats = subtitle_formats(job)
+        for fmt in formats:
+            role, name, ext, content_type = _SUBTITLE_OUTPUTS[fmt]
+            task.outputs.append(_ref(role, key(job_id, stage, node.language, name, ext), content_type, task.language))
+        role, name, ext, content_type = TRANSCRIPT_JSON
+        task.outputs.append(_ref(role, key(job_id, stage, node.language, name, ext), content_type, task.language))
+        task.render_subtitles.formats.extend(formats)
+        task.render_subtitles.transcript_json = True
+        task.render_subtitles.frame_rate = frame_rate or 25.0
+    else:
+        raise ValueError(f"no task for stage {stage}")
+    return task
+
+
+def artifact_filename(job: jobs_pb2.Job, ref: stages_pb2.ArtifactRef) -> str:
+    """`talk.pt.srt` for a Portuguese SRT of a job on `talk.mp4`."""
+    stem = PurePosixPath(job.display_name or "octavia").stem or "octavia"
+    ext = ref.key.rsplit(".", 1)[-1]
+    language = f".{ref.language}" if ref.language else ""
+    return f"{stem}{language}.{ext}"

@@ -1,0 +1,230 @@
+"""The orchestrator's moving parts: the loops that connect the state machine to the world.
+
+- `relay`: publishes the outbox to JetStream (`Nats-Msg-Id` = task id, so a
+  row published twice, after a crash between publish and delete, is dropped).
+- `consume_events`: applies workers' StageEvents to jobs, in order per job.
+- `sweep`: stages past their deadline and cancels nobody confirms.
+- `watch_exhausted`: tasks JetStream stopped delivering (max deliveries).
+
+Each change is one transaction (`JobStore.mutate`); after it commits, the
+JobEvent goes to watchers on core NATS and the cancel flag, when set, to the
+KV bucket that running workers poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from uuid import UUID
+
+import structlog
+from nats.errors import TimeoutError as NatsTimeout
+from octavia.jobs.v1 import jobs_pb2, stages_pb2
+from octavia.media.v1 import media_pb2, media_pb2_grpc
+
+from octavia_runtime import bus
+
+from . import orchestrator, pipeline
+from .orchestrator import Effects
+from .store import JobRow, JobStore, Locked
+from .views import job_event, now
+
+log = structlog.get_logger("orchestrator")
+
+RELAY_POLL_S = 1.0
+SWEEP_INTERVAL_S = 2.0
+CANCEL_TIMEOUT_S = 30.0
+EVENT_BATCH = 64
+
+
+class Runner:
+    def __init__(self, store: JobStore, js, nc, media_channel):
+        self.store = store
+        self.js = js
+        self.nc = nc
+        self.media = media_pb2_grpc.MediaServiceStub(media_channel)
+        self._outbox = asyncio.Event()
+        self._cancel_kv = None
+
+    # -- changes ---------------------------------------------------------------------------
+
+    async def change(self, job_id: UUID, change) -> tuple[JobRow, Effects] | None:
+        """Apply `change(locked) -> Effects` in one transaction, then tell the world."""
+        done = await self.store.mutate(job_id, change)
+        if done is None:
+            return None
+        row, effects = done
+        await self.after_commit(row, effects)
+        return row, effects
+
+    async def after_commit(self, row: JobRow, effects: Effects) -> None:
+        if effects.publish:
+            self._outbox.set()
+        if effects.cancel_flag:
+            await self.flag_cancel(str(row.id))
+        if effects.changed:
+            kind = jobs_pb2.JOB_EVENT_TYPE_STATE_CHANGED if effects.state_changed else jobs_pb2.JOB_EVENT_TYPE_PROGRESS
+            await self.announce(job_event(row, kind))
+
+    async def announce(self, event: jobs_pb2.JobEvent) -> None:
+        """Tell every jobs replica's watchers (core NATS: a watcher that misses it re-reads the job)."""
+        await self.nc.publish(bus.job_event_subject(event.job_name.removeprefix("jobs/")), event.SerializeToString())
+
+    async def flag_cancel(self, job_id: str) -> None:
+        if self._cancel_kv is None:
+            self._cancel_kv = await self.js.key_value(bus.CANCEL_BUCKET)
+        await self._cancel_kv.put(job_id, b"1")
+
+    def kick(self) -> None:
+        """New outbox rows were committed: publish them now rather than at the next poll."""
+        self._outbox.set()
+
+    # -- loops -------------------------------------------------------------------------------
+
+    async def relay(self) -> None:
+        async def publish(subject: str, payload: bytes, msg_id: str) -> None:
+            await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+
+        while True:
+            try:
+                await asyncio.wait_for(self._outbox.wait(), RELAY_POLL_S)
+            except TimeoutError:
+                pass
+            self._outbox.clear()
+            try:
+                while await self.store.relay(publish) > 0:
+                    pass
+            except Exception as exc:  # noqa: BLE001 - NATS or Postgres away: rows wait for the next round
+                log.warning("outbox.relay_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(RELAY_POLL_S)
+
+    async def consume_events(self) -> None:
+        sub = await self.js.pull_subscribe_bind(durable=bus.ORCHESTRATOR.durable, stream=bus.ORCHESTRATOR.stream)
+        while True:
+            try:
+                messages = await sub.fetch(EVENT_BATCH, timeout=5)
+            except (TimeoutError, NatsTimeout):
+                continue
+            except Exception as exc:  # noqa: BLE001
+                log.warning("events.fetch_failed", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(1)
+                continue
+            # In order within a job, jobs side by side.
+            by_job = defaultdict(list)
+            for msg in messages:
+                by_job[msg.subject].append(msg)
+            await asyncio.gather(*(self._apply_all(batch) for batch in by_job.values()))
+
+    async def _apply_all(self, messages) -> None:
+        for msg in messages:
+            try:
+                event = stages_pb2.StageEvent.FromString(msg.data)
+            except Exception:  # noqa: BLE001
+                log.error("events.undecodable", subject=msg.subject)
+                await msg.term()
+                continue
+            try:
+                await self.apply_event(event)
+            except Exception:  # noqa: BLE001 - e.g. media unreachable while registering artifacts: try again soon
+                log.exception("events.apply_failed", job_id=event.job, task_id=event.task_id)
+                await msg.nak(delay=2)
+            else:
+                await msg.ack()
+
+    async def apply_event(self, event: stages_pb2.StageEvent) -> None:
+        try:
+            job_id = UUID(event.job.removeprefix("jobs/"))
+        except ValueError:
+            return
+        assets: dict[str, media_pb2.Asset] = {}
+        if event.outcome == stages_pb2.STAGE_OUTCOME_SUCCEEDED and any(
+            o.role in pipeline.ARTIFACT_KINDS for o in event.outputs
+        ):
+            row = await self.store.get(None, job_id)
+            if row is None or row.state in orchestrator.TERMINAL_STATES:
+                return
+            assets = await self._register(jobs_pb2.Job.FromString(row.spec), row, event)
+
+        def change(locked: Locked) -> Effects:
+            if event.WhichOneof("result") == "probe":
+                locked.frame_rate = _frame_rate(event.probe.media_info) or locked.frame_rate
+            nodes = pipeline.plan(locked.job.kind, list(locked.job.target_languages))
+            return orchestrator.on_event(
+                _named(locked), nodes, event, now(), assets=assets, deadlines=locked.deadlines, frame_rate=locked.frame_rate
+            )
+
+        result = await self.change(job_id, change)
+        if result and result[1].ignored:
+            log.debug("events.ignored", job_id=event.job, task_id=event.task_id, why=result[1].ignored)
+
+    async def _register(self, job: jobs_pb2.Job, row: JobRow, event: stages_pb2.StageEvent) -> dict[str, media_pb2.Asset]:
+        """Make the user-facing outputs assets of the job's owner (idempotent by key)."""
+        job.name = f"jobs/{row.id}"
+        assets = {}
+        for output in event.outputs:
+            if output.role not in pipeline.ARTIFACT_KINDS:
+                continue
+            reply = await self.media.RegisterArtifact(
+                media_pb2.RegisterArtifactRequest(
+                    key=output.key,
+                    owner=f"users/{row.owner_id}",
+                    job=job.name,
+                    filename=pipeline.artifact_filename(job, output),
+                    content_type=output.content_type,
+                ),
+                timeout=10,
+            )
+            assets[output.key] = reply.asset
+        return assets
+
+    async def sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                for job_id in await self.store.unfinished_due():
+
+                    def change(locked: Locked) -> Effects:
+                        nodes = pipeline.plan(locked.job.kind, list(locked.job.target_languages))
+                        return orchestrator.expire(
+                            _named(locked), nodes, locked.deadlines, now(), cancel_timeout_s=CANCEL_TIMEOUT_S,
+                            frame_rate=locked.frame_rate,
+                        )
+
+                    await self.change(job_id, change)
+            except Exception:  # noqa: BLE001
+                log.exception("sweep.failed")
+
+    async def watch_exhausted(self) -> None:
+        """Fail the job of a task JetStream gave up on (its workers died on every delivery)."""
+        subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{bus.TASKS_STREAM}.*"
+        sub = await self.nc.subscribe(subject)
+        async for msg in sub.messages:
+            try:
+                advisory = json.loads(msg.data)
+                stored = await self.js.get_msg(bus.TASKS_STREAM, advisory["stream_seq"])
+                task = stages_pb2.StageTask.FromString(stored.data)
+                log.warning("tasks.exhausted", task_id=task.task_id, deliveries=advisory.get("deliveries"))
+
+                def change(locked: Locked, task=task) -> Effects:
+                    nodes = pipeline.plan(locked.job.kind, list(locked.job.target_languages))
+                    return orchestrator.exhausted(_named(locked), nodes, task, now())
+
+                await self.change(UUID(task.job.removeprefix("jobs/")), change)
+                await self.js.delete_msg(bus.TASKS_STREAM, advisory["stream_seq"])
+            except Exception:  # noqa: BLE001 - the deadline sweep still catches the job
+                log.exception("tasks.exhausted_unhandled")
+
+
+def _named(locked: Locked) -> jobs_pb2.Job:
+    """The stored Job with the name and owner the tasks need (they are columns, not stored in spec)."""
+    locked.job.name = f"jobs/{locked.row.id}"
+    locked.job.owner = f"users/{locked.row.owner_id}"
+    return locked.job
+
+
+def _frame_rate(info: media_pb2.MediaInfo) -> float:
+    for stream in info.streams:
+        if stream.type == media_pb2.STREAM_TYPE_VIDEO and not stream.attached_picture and stream.frame_rate > 0:
+            return stream.frame_rate
+    return 0.0
