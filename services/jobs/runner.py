@@ -51,12 +51,29 @@ class Runner:
 
     async def change(self, job_id: UUID, change) -> tuple[JobRow, Effects] | None:
         """Apply `change(locked) -> Effects` in one transaction, then tell the world."""
-        done = await self.store.mutate(job_id, change)
+        before: list[int] = []
+
+        def remembering(locked: Locked) -> Effects:
+            before.append(locked.job.state)
+            return change(locked)
+
+        done = await self.store.mutate(job_id, remembering)
         if done is None:
             return None
         row, effects = done
         await self.after_commit(row, effects)
+        if row.state in (jobs_pb2.STATE_FAILED, jobs_pb2.STATE_CANCELLED) and before and before[0] != row.state:
+            # A job that gave nothing keeps nothing: its intermediate blobs go (the record stays).
+            asyncio.create_task(self._discard_blobs(row))
         return row, effects
+
+    async def _discard_blobs(self, row: JobRow) -> None:
+        try:
+            await self.media.DeleteJobArtifacts(
+                media_pb2.DeleteJobArtifactsRequest(job=f"jobs/{row.id}", owner=f"users/{row.owner_id}"), timeout=60
+            )
+        except Exception:  # noqa: BLE001 - left for DeleteJob; logged
+            log.exception("jobs.discard_failed", job_id=str(row.id))
 
     async def after_commit(self, row: JobRow, effects: Effects) -> None:
         if effects.publish:
