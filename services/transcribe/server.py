@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
 from octavia.transcribe.v1 import transcribe_pb2, transcribe_pb2_grpc
 
 from octavia_runtime import bus
 from octavia_runtime.server import Runtime, Service
 
 from .api import TranscribeApi
+from .engine import Transcriber, TranscriptionError, shared_transcriber
+
+log = structlog.get_logger("transcribe")
 
 
 async def setup(rt: Runtime) -> None:
-    rt.serve(transcribe_pb2_grpc.add_TranscribeServiceServicer_to_server, TranscribeApi())
+    transcriber = shared_transcriber(rt.config)
+    rt.serve(transcribe_pb2_grpc.add_TranscribeServiceServicer_to_server, TranscribeApi(transcriber))
+    rt.background(_warm_up(transcriber), name="warm-up")
+
+
+async def _warm_up(transcriber: Transcriber) -> None:
+    """Load the default model (joining its files the first time) while the service already answers."""
+    try:
+        await asyncio.to_thread(transcriber.load)
+    except TranscriptionError as exc:
+        # Not fatal: ListModels still answers, and each transcription reports the same reason.
+        log.error("transcribe.warm_up_failed", model=transcriber.default_model, error=str(exc))
 
 
 SERVICE = Service(
