@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from octavia.translate.v1 import translate_pb2, translate_pb2_grpc
 
 from octavia_runtime import bus
 from octavia_runtime.server import Runtime, Service
 
 from .api import TranslateApi
+from .engines import shared_translators
 
 
 async def setup(rt: Runtime) -> None:
-    rt.serve(translate_pb2_grpc.add_TranslateServiceServicer_to_server, TranslateApi())
+    translators = shared_translators(rt.config)
+    rt.serve(translate_pb2_grpc.add_TranslateServiceServicer_to_server, TranslateApi(translators))
+    # Find the engines and their pairs now (Apertium answers through a subprocess);
+    # each model loads on its first translation and stays.
+    rt.background(asyncio.to_thread(translators.pairs), name="discover-engines")
 
 
 SERVICE = Service(
