@@ -42,8 +42,10 @@ MIN_DURATION_S = 5 / 6
 MAX_DURATION_S = 7.0
 MIN_GAP_FRAMES = 2
 DEFAULT_FRAME_RATE = 25.0
-# A silence this long between two words ends an event: the viewer hears the
-# speaker stop, and a subtitle held over it reads as late.
+# A silence this long between two words ends an event: text shown over the
+# silence before it is spoken runs ahead of the speech. (An event still spans
+# one when the alternative is worse: an event too short to read, or an
+# article cut from its noun.)
 LONG_PAUSE_S = 0.6
 # Gaps shorter than this between events are closed down to the minimum gap,
 # so subtitles do not blink off and on (Netflix's timing guidelines chain
@@ -281,7 +283,10 @@ _COST_KINSOKU = 1000.0
 _EVENT_COST = 3.0
 _EVENT_BREAK_WEIGHT = 2.0
 _SENTENCE_BONUS = 6.0
+_PAUSE_BONUS = 6.0
 _SEGMENT_BONUS = 2.0
+# Per second of a long pause an event is held over (see LONG_PAUSE_S).
+_HELD_PAUSE_PENALTY_PER_S = 15.0
 # Per second the event lacks to reach the minimum duration or the reading
 # speed, counting the silence it could borrow.
 _SHORT_PENALTY_PER_S = 20.0
@@ -366,9 +371,12 @@ def _ends_with_particle(left: str, rules: LanguageRules) -> bool:
 
 
 def _width(text: str, rules: LanguageRules) -> float:
+    """Width of text as the rules count it; combining marks (a decomposed
+    accent) take no room of their own."""
+    visible = [c for c in text if not unicodedata.combining(c)]
     if not rules.wide_script:
-        return float(len(text))
-    return sum(1.0 if unicodedata.east_asian_width(c) in "FWA" else 0.5 for c in text)
+        return float(len(visible))
+    return sum(1.0 if unicodedata.east_asian_width(c) in "FWA" else 0.5 for c in visible)
 
 
 # --- Public types ---------------------------------------------------------------
@@ -562,13 +570,13 @@ class _Planner:
         self.break_costs = [0.0] * (n + 1)
         for k in range(1, n):
             self.break_costs[k] = self._boundary_cost(k)
-        # The same boundary as the end of an event, and whether a long pause
-        # there forbids an event to run across it.
+        # The same boundary as the end of an event, and the cost of an event
+        # holding its text over a long pause there instead.
         self.event_break_costs = [0.0] * (n + 1)
-        self.pause_before = [False] * (n + 1)
+        self.held_pause_costs = [0.0] * (n + 1)
         for k in range(1, n):
             self.event_break_costs[k] = self._event_break_cost(k)
-            self.pause_before[k] = self._pause_before(k)
+            self.held_pause_costs[k] = self._held_pause_cost(k)
 
     def _boundary_cost(self, k: int) -> float:
         tokens = self.tokens
@@ -619,20 +627,24 @@ class _Planner:
         cost = self.break_costs[k] * _EVENT_BREAK_WEIGHT
         if self.break_costs[k] >= _COST_AFTER_ARTICLE:
             return cost
-        before, after = self.tokens[k - 1], self.tokens[k]
+        before = self.tokens[k - 1]
         bonus = 0.0
         if _ends_sentence(before.text):
             bonus = max(bonus, _SENTENCE_BONUS)
+        if self._pause_ms(k) >= _LONG_PAUSE_MS:
+            bonus = max(bonus, _PAUSE_BONUS)
         if before.ends_segment:
             bonus = max(bonus, _SEGMENT_BONUS)
         return cost - bonus
 
-    def _pause_before(self, k: int) -> bool:
-        before, after = self.tokens[k - 1], self.tokens[k]
-        return (
-            after.start_ms - before.end_ms >= _LONG_PAUSE_MS
-            and self.break_costs[k] < _COST_AFTER_ARTICLE
-        )
+    def _pause_ms(self, k: int) -> int:
+        return self.tokens[k].start_ms - self.tokens[k - 1].end_ms
+
+    def _held_pause_cost(self, k: int) -> float:
+        pause = self._pause_ms(k)
+        if pause < _LONG_PAUSE_MS:
+            return 0.0
+        return _HELD_PAUSE_PENALTY_PER_S * pause / 1000
 
     def _timing_penalty(self, a: int, b: int, speech_end_ms: int) -> float:
         tokens = self.tokens
@@ -660,21 +672,20 @@ class _Planner:
             if best[a] == math.inf:
                 continue
             speech_end = tokens[a].end_ms
+            held_pauses = 0.0
             for b in range(a + 1, n + 1):
                 speech_end = max(speech_end, tokens[b - 1].end_ms)
                 single = b - a == 1
                 # Longer spans and more text only get worse, so stop there.
                 if not single and speech_end - tokens[a].start_ms > _MAX_DURATION_MS:
                     break
-                # A long pause ends the event: text shown over the silence
-                # before it is spoken would run ahead of the speech. (Unless
-                # the pause follows an article: the noun still comes first.)
-                if not single and self.pause_before[b - 1]:
-                    break
+                if not single:
+                    held_pauses += self.held_pause_costs[b - 1]
                 lines = self.layout(a, b)
                 if lines is None:
                     break
-                cost = best[a] + _EVENT_COST + lines[0] + self._timing_penalty(a, b, speech_end)
+                cost = best[a] + _EVENT_COST + lines[0] + held_pauses
+                cost += self._timing_penalty(a, b, speech_end)
                 if b < n:
                     cost += self.event_break_costs[b]
                 if cost < best[b]:
@@ -727,16 +738,18 @@ def _time_events(
             # duration wins, and the next event shows a little after its speech.
             end = min(start + _MIN_DURATION_MS, hard_end)
         times.append([start, max(end, start + 1)])
-    if media_end_ms is not None and times:
-        # Events pushed late at the very end must still end with the media:
-        # pull them back, borrowing the silence before them instead.
+    if media_end_ms is not None:
+        # Events pushed late, or cut short by the end of the media, must fit
+        # before it and still last 5/6 s: pull them back, borrowing the
+        # silence before them instead.
         limit = media_end_ms
         for pair in reversed(times):
-            if pair[1] <= limit:
+            end = min(pair[1], limit)
+            start = max(0, min(pair[0], end - _MIN_DURATION_MS))
+            if [start, end] == pair:
                 break
-            pair[1] = limit
-            pair[0] = max(0, min(pair[0], pair[1] - _MIN_DURATION_MS))
-            limit = pair[0] - gap_ms
+            pair[:] = [start, end]
+            limit = start - gap_ms
     # Chain events separated by a blink: extend the first to the minimum gap.
     for current, following in zip(times, times[1:]):
         if following[0] - current[1] < chain_ms:

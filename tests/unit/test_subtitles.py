@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import random
 import re
 import shutil
 import subprocess
@@ -165,14 +166,25 @@ def check_rules(
     *,
     frame_rate: float = 25.0,
     articles: set[str] = frozenset(),
+    follows_speech: bool = True,
 ) -> None:
+    """Every rule on `rendered`. With `follows_speech`, for a transcript with
+    words in a spaced language, also: no event shows before its first word is
+    spoken (it may linger after, into silence)."""
     cues = rendered.cues
     text = "".join(segment.text for segment in transcript.segments)
     assert squeeze("".join(cue.text for cue in cues)) == squeeze(text), "text was lost or changed"
 
     gap_ms = math.ceil(2 * 1000 / frame_rate)
-    span_start = min(ms(seconds(s.start_offset)) for s in transcript.segments)
-    span_end = ms(seconds(transcript.duration))
+    media_end = ms(seconds(transcript.duration))
+    words = [word for segment in transcript.segments for word in segment.words if word.text.strip()]
+    if follows_speech and all(segment.words for segment in transcript.segments):
+        first_words = []
+        for cue in cues:
+            first_words.append(words[0])
+            words = words[len(cue.text.split()) :]
+        for cue, word in zip(cues, first_words, strict=True):
+            assert ms(cue.start_s) >= ms(seconds(word.start_offset)), f"{cue} shows before {word.text!r} is said"
     too_fast = 0
     for number, cue in enumerate(cues, start=1):
         where = f"cue {number} {cue}"
@@ -183,7 +195,7 @@ def check_rules(
             # Only a single word wider than a line may be wider than a line.
             assert width(line, limits) <= limits.line_width or " " not in line, where
         assert MIN_DURATION_MS <= end - start <= MAX_DURATION_MS, where
-        assert span_start <= start < end <= span_end, where
+        assert 0 <= start < end <= media_end, where
         if number < len(cues):
             assert ms(cues[number].start_s) - end >= gap_ms, f"{where} is too close to the next"
         characters = sum(width(line, limits) for line in cue.lines)
@@ -358,6 +370,60 @@ def test_events_keep_two_frames_apart_at_any_frame_rate(frame_rate):
     check_rules(transcript, rendered, ENGLISH, frame_rate=frame_rate, articles=ARTICLES["en"])
 
 
+ASR_VOCABULARY = (
+    "the a an this and but or of to in it is was that he for on are with as his they be at one have "
+    "from had by hot some what there we can out other were all your when up use word how said each "
+    "she which do their time if will way about many then them would write like so these long make "
+    "thing see him two has look more day could go come did my sound no most number who over know "
+    "water than call first people extraordinarily internationalization, Hello! okay. yes? well, right."
+).split()
+
+
+def odd_transcript(rng: random.Random, *, tight_end: bool) -> transcribe_pb2.Transcript:
+    """Random English speech with everything an ASR gets wrong: words that
+    overlap, start before the previous one, last no time, or run long;
+    pauses of every length; some segments without words."""
+    transcript = transcribe_pb2.Transcript(language="en")
+    now = rng.uniform(0, 2)
+    for index in range(rng.randint(1, 12)):
+        segment = transcript.segments.add(index=index)
+        segment.start_offset.CopyFrom(duration(now))
+        texts = []
+        for _ in range(rng.randint(1, 40)):
+            text = rng.choice(ASR_VOCABULARY)
+            start = max(0.0, now + rng.choice([0, 0, 0, -0.05, 0.02, 0.7, 1.5]))
+            end = start + rng.choice([0, 0.05, 0.2, 0.3, 0.5, 1.0])
+            word = segment.words.add(text=" " + text, probability=rng.random())
+            word.start_offset.CopyFrom(duration(start))
+            word.end_offset.CopyFrom(duration(end))
+            now = max(now, end) + rng.choice([0, 0.05, 0.1])
+            texts.append(text)
+        segment.end_offset.CopyFrom(duration(now))
+        segment.text = " ".join(texts)
+        if rng.random() < 0.3:
+            del segment.words[:]
+        now += rng.choice([0, 0.1, 0.5, 2.0])
+    # The media ends with the last word, or a second later.
+    transcript.duration.CopyFrom(duration(max(3.0, now + (rng.choice([0, 0.2]) if tight_end else 1.0))))
+    return transcript
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_any_asr_output_however_odd_gives_cues_that_follow_the_rules(seed):
+    rng = random.Random(seed)
+    for _ in range(100):
+        tight_end = rng.random() < 0.5
+        transcript = odd_transcript(rng, tight_end=tight_end)
+        frame_rate = rng.choice([23.976, 25.0, 30.0, 60.0])
+        rendered = build_cues(transcript, frame_rate=frame_rate)
+        # Where the media ends with the speech, the last events may start a
+        # little before their words to last 5/6 s.
+        check_rules(
+            transcript, rendered, ENGLISH, frame_rate=frame_rate, articles=ARTICLES["en"],
+            follows_speech=not tight_end,
+        )
+
+
 # --- Translated transcripts: text and segment times, no words -------------------------
 
 PORTUGUESE = [
@@ -448,6 +514,15 @@ def test_a_chinese_transcript_without_a_language_is_measured_as_chinese():
     assert all(width(line, CHINESE) <= 16 for cue in rendered.cues for line in cue.lines)
 
 
+def test_a_korean_translation_keeps_its_spaces_and_korean_line_widths(tmp_path):
+    text = "오늘은 자막이 어떻게 만들어지는지, 그리고 왜 타이밍이 그렇게 중요한지에 대해 이야기하겠습니다."
+    transcript = translated("ko", [(0.5, 7.5, text)], total=9.0)
+    rendered = build_cues(transcript)
+    check_rules(transcript, rendered, Limits(16, 12, wide=True))
+    assert " ".join(cue.text.replace("\n", " ") for cue in rendered.cues) == text
+    assert_files_valid(tmp_path, "ko", rendered.cues)
+
+
 # --- Edge cases ---------------------------------------------------------------------------
 
 
@@ -458,6 +533,14 @@ def test_an_empty_transcript_gives_no_cues_and_valid_empty_files(tmp_path):
     assert to_srt([]) == ""
     assert to_vtt([]) == "WEBVTT\n\n"
     assert_files_valid(tmp_path, "empty", [])
+
+
+def test_words_that_do_not_spell_the_segment_text_give_way_to_the_text():
+    transcript = spoken("en", ["The words and the text agree here."])
+    del transcript.segments[0].words[3]  # the ASR lost "the"
+    rendered = build_cues(transcript)
+    check_rules(transcript, rendered, ENGLISH, follows_speech=False)
+    assert rendered.cues[0].text == "The words and the text agree here."
 
 
 def test_segments_with_nothing_to_say_are_skipped():
@@ -492,7 +575,11 @@ def test_srt_and_vtt_carry_the_same_cues_with_their_own_syntax(tmp_path):
 
     assert srt.startswith("1\r\n00:00:01,000 --> 00:00:02,500\r\nTom & Jerry <3\r\n")
     assert "2\r\n01:01:01,042 --> 01:01:03,000\r\n<i>not a tag</i>\r\n\r\n" in srt
-    assert "-->" not in srt.replace(" --> ", "")
+    # SubRip cannot escape: a timing arrow in the text is broken by an
+    # invisible zero-width space, so only timing lines hold one.
+    arrow_lines = [line for line in srt.split("\r\n") if "-->" in line]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d,\d{3} --> \d\d:\d\d:\d\d,\d{3}", line) for line in arrow_lines)
+    assert "a -> b --\u200b> c" in srt
     assert vtt.startswith("WEBVTT\n\n00:00:01.000 --> 00:00:02.500\nTom &amp; Jerry &lt;3\na -&gt; b --&gt; c\n\n")
     assert [lines for _, _, lines in parse_vtt_cues(vtt)] == [list(cue.lines) for cue in cues]
     assert_files_valid(tmp_path, "syntax", cues)
