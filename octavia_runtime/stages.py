@@ -233,7 +233,10 @@ class StageWorker:
         """The handler, with heartbeats, the cancel flag and the deadline watched beside it."""
         work = asyncio.create_task(handler(ctx))
         heartbeat = self.consumer.ack_wait_s / 3
-        deadline = ctx.task.deadline.ToDatetime(tzinfo=UTC) if ctx.task.HasField("deadline") else None
+        limit = ctx.task.time_limit.ToTimedelta()
+        deadline = datetime.now(UTC) + limit if limit.total_seconds() > 0 else None
+        if ctx.task.HasField("deadline"):
+            deadline = min(filter(None, (deadline, ctx.task.deadline.ToDatetime(tzinfo=UTC))))
         next_cancel_check = time.monotonic() + CANCEL_POLL_S
         while True:
             done, _ = await asyncio.wait({work}, timeout=min(heartbeat, CANCEL_POLL_S))

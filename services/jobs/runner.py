@@ -46,6 +46,7 @@ class Runner:
         self.media = media_pb2_grpc.MediaServiceStub(media_channel)
         self._outbox = asyncio.Event()
         self._cancel_kv = None
+        self._cleanups: set[asyncio.Task] = set()
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -64,7 +65,9 @@ class Runner:
         await self.after_commit(row, effects)
         if row.state in (jobs_pb2.STATE_FAILED, jobs_pb2.STATE_CANCELLED) and before and before[0] != row.state:
             # A job that gave nothing keeps nothing: its intermediate blobs go (the record stays).
-            asyncio.create_task(self._discard_blobs(row))
+            cleanup = asyncio.create_task(self._discard_blobs(row))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
         return row, effects
 
     async def _discard_blobs(self, row: JobRow) -> None:
