@@ -12,6 +12,10 @@ differs per target:
 - k8s: STRICT_DNS clusters on the Kubernetes Services (`<svc>:50051`), the
   descriptor at /etc/envoy/octavia.pb, listener 0.0.0.0:8080, admin 0.0.0.0:9901.
 
+Besides one cluster per service, `blobs` is the media service's HTTP blob
+server (signed upload and download URLs, route `/blobs/`): the media host on
+`config.blob_port` locally, `media:50058` on Kubernetes.
+
 In both, the transcoder's service list is every `octavia.*` service of the
 descriptor set (build/gen/octavia.pb from `make proto`) when it exists, so a
 new service proto cannot be forgotten; without it, envoy.yaml's list is kept.
@@ -31,12 +35,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from octavia_runtime.config import SERVICES, Config, load  # noqa: E402
+from octavia_runtime.config import DEFAULT_BLOB_PORT, SERVICES, Config, load  # noqa: E402
 
 TEMPLATE = ROOT / "envoy.yaml"
 DESCRIPTOR_SET = ROOT / "build" / "gen" / "octavia.pb"
 
 K8S_GRPC_PORT = 50051  # every Kubernetes Service exposes its gRPC port here, named grpc
+K8S_BLOB_PORT = DEFAULT_BLOB_PORT  # the media Service's blob port, named http-blobs
+BLOB_CLUSTER = "blobs"  # the media service's HTTP blob server
+BLOB_SERVICE = "media"
 K8S_DESCRIPTOR = "/etc/envoy/octavia.pb"
 K8S_LISTEN = ("0.0.0.0", 8080)
 K8S_ADMIN = ("0.0.0.0", 9901)
@@ -101,6 +108,18 @@ def _cluster_address(cluster: dict) -> dict:
     return cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
 
 
+def _on_kubernetes_service(cluster: dict, service: str, port: int) -> None:
+    """Point a cluster at a Kubernetes Service's DNS name; Envoy re-resolves it as pods come and go."""
+    cluster["type"] = "STRICT_DNS"
+    _cluster_address(cluster).update(address=service, port_value=port)
+    keys = list(cluster)
+    keys.insert(keys.index("type") + 1, "dns_lookup_family")
+    cluster["dns_lookup_family"] = "V4_PREFERRED"
+    reordered = {k: cluster[k] for k in keys}
+    cluster.clear()
+    cluster.update(reordered)
+
+
 def render(config: Config | None = None, target: str = "local", descriptor: Path | None = None) -> str:
     """envoy.yaml with `config`'s values for `target` ("local" or "k8s"), as YAML text."""
     if target not in TARGETS:
@@ -117,7 +136,7 @@ def render(config: Config | None = None, target: str = "local", descriptor: Path
         p["transcoder"]["services"] = services
     p["cors"]["allow_origin_string_match"] = _origin_matchers(config.cors_origins)
 
-    missing = [s for s in SERVICES if s not in p["clusters"]]
+    missing = [s for s in (*SERVICES, BLOB_CLUSTER) if s not in p["clusters"]]
     if missing:
         raise TemplateError(f"envoy.yaml has no cluster for {', '.join(missing)}")
 
@@ -128,21 +147,15 @@ def render(config: Config | None = None, target: str = "local", descriptor: Path
         for name in SERVICES:
             ep = config.endpoint(name)
             _cluster_address(p["clusters"][name]).update(address=ep.host, port_value=ep.port)
+        blob_host = config.endpoint(BLOB_SERVICE).host
+        _cluster_address(p["clusters"][BLOB_CLUSTER]).update(address=blob_host, port_value=config.blob_port)
     else:
         p["admin"].update(address=K8S_ADMIN[0], port_value=K8S_ADMIN[1])
         p["listener"].update(address=K8S_LISTEN[0], port_value=K8S_LISTEN[1])
         p["transcoder"]["proto_descriptor"] = K8S_DESCRIPTOR
         for name in SERVICES:
-            cluster = p["clusters"][name]
-            # The Service's DNS name; Envoy re-resolves it as pods come and go.
-            cluster["type"] = "STRICT_DNS"
-            _cluster_address(cluster).update(address=name, port_value=K8S_GRPC_PORT)
-            keys = list(cluster)
-            keys.insert(keys.index("type") + 1, "dns_lookup_family")
-            cluster["dns_lookup_family"] = "V4_PREFERRED"
-            reordered = {k: cluster[k] for k in keys}
-            cluster.clear()
-            cluster.update(reordered)
+            _on_kubernetes_service(p["clusters"][name], name, K8S_GRPC_PORT)
+        _on_kubernetes_service(p["clusters"][BLOB_CLUSTER], BLOB_SERVICE, K8S_BLOB_PORT)
 
     header = (
         f"# Rendered by scripts/envoy_config.py (target={target}) from envoy.yaml.\n"

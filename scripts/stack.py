@@ -426,6 +426,9 @@ def components(cfg: Config) -> list[Component]:
     ]
     for name in SERVICES:
         ep = cfg.endpoint(name)
+        ports = [(ep.port, f"OCTAVIA_{name.upper()}_PORT"), (ep.metrics_port, f"OCTAVIA_{name.upper()}_METRICS_PORT")]
+        if name == "media" and cfg.storage == "local":
+            ports.append((cfg.blob_port, "OCTAVIA_BLOB_PORT"))  # its HTTP blob server (signed PUT/GET)
         comps.append(
             Component(
                 name=name,
@@ -433,7 +436,7 @@ def components(cfg: Config) -> list[Component]:
                 argv=[sys.executable, "-m", f"services.{name}"],
                 marker=f"services.{name}",
                 ready=lambda t=ep.target: _grpc_health(t) == "SERVING",
-                ports=[(ep.port, f"OCTAVIA_{name.upper()}_PORT"), (ep.metrics_port, f"OCTAVIA_{name.upper()}_METRICS_PORT")],
+                ports=ports,
                 env=env,
             )
         )

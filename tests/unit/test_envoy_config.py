@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from octavia_runtime.config import DEFAULT_GRPC_PORTS, DEFAULT_INFRA_PORTS, SERVICES, load
+from octavia_runtime.config import DEFAULT_BLOB_PORT, DEFAULT_GRPC_PORTS, DEFAULT_INFRA_PORTS, SERVICES, load
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -100,10 +100,12 @@ def test_checked_in_envoy_yaml_has_config_py_default_ports():
     p = envoy_config.parts(yaml.safe_load(envoy_config.TEMPLATE.read_text()))
     assert p["listener"]["port_value"] == DEFAULT_INFRA_PORTS["envoy"]
     assert p["admin"] == {"address": "127.0.0.1", "port_value": DEFAULT_INFRA_PORTS["envoy_admin"]}
-    assert set(p["clusters"]) == set(SERVICES)
+    assert set(p["clusters"]) == {*SERVICES, envoy_config.BLOB_CLUSTER}
     for name in SERVICES:
         address = envoy_config._cluster_address(p["clusters"][name])
         assert address == {"address": "127.0.0.1", "port_value": DEFAULT_GRPC_PORTS[name]}, name
+    blobs = envoy_config._cluster_address(p["clusters"][envoy_config.BLOB_CLUSTER])
+    assert blobs == {"address": "127.0.0.1", "port_value": DEFAULT_BLOB_PORT}
 
 
 def test_edge_behaviour_is_configured():
@@ -134,8 +136,8 @@ def test_edge_behaviour_is_configured():
 
     body = hcm["local_reply_config"]["body_format"]["json_format"]
     assert set(body) == {"code", "message", "reason"}
-    for cluster in p["clusters"].values():
-        options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    for name in SERVICES:  # gRPC; the blob server's cluster speaks HTTP/1.1 (tests/unit/test_media_edge.py)
+        options = p["clusters"][name]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
         assert "http2_protocol_options" in options["explicit_http_config"]
 
 

@@ -47,6 +47,7 @@ SERVICES = config.SERVICES
 MODEL_WORKERS = ("transcribe", "translate", "tts")
 STAGE_WORKERS = ("transcribe", "translate", "tts", "media")
 GRPC_PORT = 50051
+BLOB_PORT = config.DEFAULT_BLOB_PORT
 METRICS_PORT = 9090
 MODEL_CACHE = "/var/cache/octavia"
 CONFIGMAP_LIMIT = 1024 * 1024  # bytes the API server accepts in one ConfigMap
@@ -184,6 +185,7 @@ def test_shared_config_satisfies_the_config_contract(manifests):
         "OCTAVIA_DATABASE_URL": "postgresql://octavia:s3cret@postgres:5432/octavia",
         "OCTAVIA_JWT_SECRET": "j" * 40,
         "OCTAVIA_SERVICE_SECRET": "s" * 40,
+        "OCTAVIA_BLOB_SIGNING_KEY": "b" * 40,
     }
     loaded = config.load({**data, **real_secrets})
     assert loaded.environment == "production"
@@ -199,7 +201,7 @@ def test_shared_config_satisfies_the_config_contract(manifests):
 def test_placeholder_secrets_render_but_refuse_to_run(manifests):
     secret = generated(manifests, "Secret", "octavia-secrets")
     values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert set(values) == {"OCTAVIA_DATABASE_URL", "OCTAVIA_JWT_SECRET", "OCTAVIA_SERVICE_SECRET"}
+    assert set(values) == {"OCTAVIA_DATABASE_URL", "OCTAVIA_JWT_SECRET", "OCTAVIA_SERVICE_SECRET", "OCTAVIA_BLOB_SIGNING_KEY"}
     assert all("REPLACE" in v for v in values.values()), "placeholders must be marked for replacement"
     data = generated(manifests, "ConfigMap", "octavia-config")["data"]
     with pytest.raises(config.ConfigError, match="OCTAVIA_JWT_SECRET"):
@@ -217,7 +219,8 @@ def test_service_deployment(manifests, svc):
 
     assert container["command"] == ["python", "-m", f"services.{svc}"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT}
+    blob_port = {"http-blobs": BLOB_PORT} if svc == "media" else {}  # media's HTTP blob server
+    assert ports == {"grpc": GRPC_PORT, "metrics": METRICS_PORT, **blob_port}
 
     # Configuration from the shared ConfigMap and Secret, by their generated names.
     config_map = generated(manifests, "ConfigMap", "octavia-config")["metadata"]["name"]
@@ -366,13 +369,13 @@ def test_gateway_config_matches_the_manifests(manifests):
     # The transcoder reads the descriptor set from the mounted ConfigMap.
     paths = list(walk(envoy, "proto_descriptor"))
     assert paths and all(p == "/etc/envoy/octavia.pb" for p in paths), paths
-    # Every upstream is one of the seven Services on its gRPC port.
+    # Every upstream is one of the seven Services on its gRPC port, or media's blob port.
     upstreams = [s for s in walk(envoy["static_resources"]["clusters"], "socket_address")]
     assert upstreams
     for address in upstreams:
         host = address["address"].split(".")[0]
         assert host in SERVICES, f"envoy upstream {address['address']} is not an Octavia Service"
-        assert address["port_value"] == GRPC_PORT
+        assert address["port_value"] == GRPC_PORT or (host, address["port_value"]) == ("media", BLOB_PORT)
 
 
 def test_gateway_config_passes_envoy_validation(manifests, tmp_path):
