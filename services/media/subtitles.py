@@ -5,8 +5,8 @@ Pure functions over the system's transcript format (octavia.transcribe.v1
 Transcript): no I/O, no gRPC. The render-subtitles stage reads a transcript,
 calls `build_cues`, and writes `to_srt`, `to_vtt` and `transcript_json`.
 
-The rules (docs: /ARCHITECTURE.md "Output quality rules"; their numbers follow
-Netflix's Timed Text Style Guides, cited per language in `_RULES`):
+The rules (the architecture brief's "Output quality rules"; their numbers
+follow Netflix's Timed Text Style Guides, cited per language in `_RULES`):
 - at most 2 lines per event, each at most the language's line width;
 - reading speed at most the language's characters per second, reached by
   borrowing the silence after the speech; speech too fast for it keeps its
@@ -37,7 +37,6 @@ from octavia.transcribe.v1 import transcribe_pb2
 
 # --- Rules common to every language (Netflix TTSG, General Requirements) ----
 
-MAX_LINES = 2
 MIN_DURATION_S = 5 / 6
 MAX_DURATION_S = 7.0
 MIN_GAP_FRAMES = 2
@@ -97,7 +96,7 @@ def _words(text: str) -> frozenset[str]:
 
 
 _LATIN_LINE = 42  # Netflix TTSG: 42 characters per line for Latin-script languages
-_LATIN_SOURCE = "Netflix TTSG (42 characters a line); 17 cps per ARCHITECTURE.md and Netflix adult programmes"
+_LATIN_SOURCE = "Netflix TTSG: 42 characters a line; 17 cps, the architecture brief's limit and Netflix's for adults"
 
 # The per-language tables, defined once. Word lists are lower case, without
 # punctuation; contracted forms (pt "do", es "del", de "zum") are articles too.
@@ -204,14 +203,16 @@ _RULES: dict[str, LanguageRules] = {
     "ja": LanguageRules(
         max_line_width=13,
         # 4 cps is the long-standing norm of Japanese subtitling (the "4
-        # characters a second" rule); studies find up to 6 acceptable, but
-        # the norm is what viewers and Netflix's Japanese guide expect.
+        # characters a second" rule); an eye-tracking study (Toyokura and
+        # Yamada, 2017) found up to 6 accepted, but the norm is what Japanese
+        # subtitlers and viewers expect.
         max_chars_per_second=4,
         wide_script=True,
         spaced=False,
         conjunctions=_words("でも しかし だから そして それで けれども ところが また"),
         particles=_words("は が を に で と も へ から まで より けど ので のに"),
-        source="Netflix Japanese TTSG: 13 full-width characters a horizontal line, half-width 0.5; 4 cps",
+        source="Netflix Japanese TTSG: 13 full-width characters a horizontal line, half-width 0.5; "
+        "4 cps, the norm of Japanese subtitling",
     ),
     "zh": LanguageRules(
         max_line_width=16,
@@ -223,7 +224,7 @@ _RULES: dict[str, LanguageRules] = {
     ),
     "ko": LanguageRules(
         max_line_width=16,
-        max_chars_per_second=12,  # Netflix Korean TTSG, adult programmes
+        max_chars_per_second=12,  # adult programmes (Netflix's and Pixelogic's Korean guides)
         wide_script=True,
         conjunctions=_words("그리고 그러나 하지만 그래서 그런데 또는 혹은 그러면 왜냐하면 그러므로"),
         source="Netflix Korean TTSG: 16 characters a line (Latin, spaces, punctuation 0.5), 12 cps",
@@ -590,8 +591,9 @@ class _Planner:
         return self.prefix[b] - self.prefix[a] - self.separators[a]
 
     def layout(self, a: int, b: int) -> tuple[float, int | None] | None:
-        """Best lines for tokens[a:b]: (cost, index of the second line's first
-        token, None for one line), or None if they fit in no two lines.
+        """Best lines for tokens[a:b], one if they fit, else two (never more):
+        (cost, index of the second line's first token, None for one line), or
+        None if they fit in no two lines.
 
         A single token wider than a line (a very long word) stands alone on
         its line rather than being cut."""
