@@ -1,6 +1,7 @@
 """What a media file holds, read with PyAV (this platform has no ffprobe), and the rules an upload must meet.
 
-`probe(path)` describes a file as a `MediaInfo` or refuses it as NOT_MEDIA.
+`probe(path)` describes a file as a `MediaInfo`, or refuses it as NOT_MEDIA
+when it holds no audio or video (a subtitle file is no media here).
 Opening a file is not proof enough: a container's header can promise media
 its body does not hold. So `probe` also decodes the first frames of the main
 stream (audio, else video) and reads a packet near the end the file claims,
@@ -70,15 +71,16 @@ def probe(path: str | os.PathLike) -> media_pb2.MediaInfo:
         try:
             info = _describe(container)
             main = _main_stream(container)
-            if main is not None:
-                _check_decodes(container, main)
-                seconds = _duration_s(info)
-                if seconds > 0:
-                    _check_tail(container, main, seconds)
-                else:
-                    # No duration in the header (a browser's MediaRecorder WebM, for one):
-                    # the last packet tells it, and reading there proves the body whole.
-                    info.duration.CopyFrom(_to_duration(_scan_to_end(container, main)))
+            if main is None:  # subtitles, a lone cover picture, data
+                raise MediaRejected("NOT_MEDIA", f"the file ({info.format_long_name or info.format_name}) holds no audio or video")
+            _check_decodes(container, main)
+            seconds = _duration_s(info)
+            if seconds > 0:
+                _check_tail(container, main, seconds)
+            else:
+                # No duration in the header (a browser's MediaRecorder WebM, for one):
+                # the last packet tells it, and reading there proves the body whole.
+                info.duration.CopyFrom(_to_duration(_scan_to_end(container, main)))
         except av.FFmpegError as exc:
             raise MediaRejected("NOT_MEDIA", f"the file's media cannot be read ({_why(exc)})") from None
     return info

@@ -2,14 +2,20 @@
 
 `make_samples(folder)` writes every sample once; the `media_samples` fixture
 does it per test session. Samples last SAMPLE_SECONDS; tones are a 440 Hz sine.
-Used by tests/unit/test_media_*.py and tests/integration/test_media_*.py.
+Used by tests/unit/test_media_*.py and tests/integration/test_media_*.py,
+which also use the REST helpers at the end (`Uploads`, `blob_files`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
+import httpx
 import pytest
 
 from services.media.ffmpeg import ffmpeg_exe
@@ -66,3 +72,63 @@ def make_samples(folder: Path) -> Path:
 def media_samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding every sample of RECIPES and STREAMED, plus truncated_<video> and text.mp4."""
     return make_samples(tmp_path_factory.mktemp("media-samples"))
+
+
+# ---------------------------------------------------------------------------- through the edge (integration tests)
+
+
+@dataclass
+class Uploads:
+    """A signed-in user's upload calls through Envoy's REST, as a browser makes them."""
+
+    rest: httpx.Client
+    headers: dict[str, str]
+
+    def create(self, filename: str, content_type: str, size_bytes: int, request_id: str = "") -> httpx.Response:
+        body = {"filename": filename, "contentType": content_type, "sizeBytes": size_bytes, "requestId": request_id}
+        return self.rest.post("/v1/uploads", json=body, headers=self.headers)
+
+    def put(self, upload: dict, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+        """PUT the bytes to the upload URL, with the headers the upload asks for (or `headers`)."""
+        return httpx.put(upload["uploadUrl"], content=body, headers=upload["uploadHeaders"] if headers is None else headers, timeout=30)
+
+    def complete(self, upload_name: str) -> httpx.Response:
+        return self.rest.post(f"/v1/{upload_name}:complete", json={}, headers=self.headers)
+
+    def get(self, upload_name: str) -> httpx.Response:
+        return self.rest.get(f"/v1/{upload_name}", headers=self.headers)
+
+    def started(self, path: Path, content_type: str, filename: str | None = None) -> dict:
+        """A PENDING upload for the file at `path`, nothing sent yet."""
+        reply = self.create(filename or path.name, content_type, path.stat().st_size)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["upload"]
+
+    def sent(self, path: Path, content_type: str, filename: str | None = None) -> dict:
+        """An upload whose bytes were PUT, not yet completed."""
+        upload = self.started(path, content_type, filename)
+        reply = self.put(upload, path.read_bytes())
+        assert reply.status_code == 200, reply.text
+        return upload
+
+
+def blob_files(storage_dir: Path, resource_name: str) -> list[Path]:
+    """Files in the local blob store that belong to an upload or asset (its id is in their key)."""
+    resource_id = resource_name.split("/")[-1]
+    return [p for p in storage_dir.rglob("*") if p.is_file() and resource_id in str(p)]
+
+
+def move_upload_expiry_to_the_past(database_url: str, upload_name: str) -> None:
+    """Time travel for an upload's expiry: the media schema's row is the only clock it has."""
+
+    async def update() -> None:
+        con = await asyncpg.connect(database_url)
+        try:
+            await con.execute(
+                "UPDATE media.uploads SET expire_time = now() - interval '1 second' WHERE id = $1",
+                uuid.UUID(upload_name.split("/")[-1]),
+            )
+        finally:
+            await con.close()
+
+    asyncio.run(update())

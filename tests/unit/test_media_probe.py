@@ -126,3 +126,11 @@ def test_an_ffmpeg_failure_carries_the_end_of_its_stderr(media_samples, tmp_path
     assert failed.value.stderr_tail
     assert "ffmpeg said" in str(failed.value)
     assert not (tmp_path / "no-such-folder").exists()
+
+
+def test_a_subtitle_file_is_not_media(tmp_path):
+    srt = tmp_path / "talk.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:01,000\nHello\n\n2\n00:00:01,500 --> 00:00:02,000\nWorld\n")
+    with pytest.raises(MediaRejected) as refused:
+        probe(srt)
+    assert refused.value.reason == "NOT_MEDIA" and "no audio or video" in refused.value.message
