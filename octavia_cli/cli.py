@@ -1,0 +1,213 @@
+"""The command line: arguments, their checks, and what a job request is made of.
+
+Nothing here talks to the network, so it is what the unit tests exercise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mimetypes
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class UsageError(Exception):
+    """Arguments that cannot work; exit status 2, like argparse's own errors."""
+
+
+STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
+KINDS = ("transcription", "subtitles", "audio-translation", "video-dubbing")
+FORMATS = ("srt", "vtt")
+# Media types mimetypes may not know on every system; the API takes only audio/* and video/*.
+EXTRA_TYPES = {
+    ".m4a": "audio/mp4",
+    ".aac": "audio/aac",
+    ".flac": "audio/flac",
+    ".ogg": "audio/ogg",
+    ".oga": "audio/ogg",
+    ".opus": "audio/opus",
+    ".wav": "audio/wav",
+    ".weba": "audio/webm",
+    ".mkv": "video/x-matroska",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+    ".m4v": "video/mp4",
+    ".mp4": "video/mp4",
+    ".ts": "video/mp2t",
+    ".avi": "video/x-msvideo",
+}
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$", re.IGNORECASE)
+
+DESCRIPTION = """\
+Octavia from the command line: upload a video or audio file, make a transcript
+or subtitles in other languages, watch the job live and download the files.
+
+  octavia signup                                  create an account (then you are logged in)
+  octavia translate talk.mp4 --to pt --subtitles  subtitles in English and Portuguese
+  octavia translate talk.mp4 --transcript         a transcript in the spoken language
+"""
+
+
+def default_api_url(environ: Mapping[str, str] | None = None) -> str:
+    """OCTAVIA_API_URL, else the local stack's Envoy (the port from octavia_runtime.config)."""
+    environ = os.environ if environ is None else environ
+    explicit = environ.get("OCTAVIA_API_URL", "").strip()
+    if explicit:
+        return explicit
+    from octavia_runtime.config import ConfigError, load
+
+    try:
+        return f"http://127.0.0.1:{load(environ).envoy_port}"
+    except ConfigError as exc:
+        raise UsageError(f"{exc} (or set OCTAVIA_API_URL, or pass --api URL)") from None
+
+
+def api_url(given: str | None, environ: Mapping[str, str] | None = None) -> str:
+    url = (given or default_api_url(environ)).strip().rstrip("/")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"the API URL {url!r} is not an http(s) URL with a host")
+    return url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --api is accepted before or after the command: `octavia --api URL jobs` and `octavia jobs --api URL`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--api",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="Octavia's API (default: $OCTAVIA_API_URL, else the local stack's Envoy, http://127.0.0.1:8080)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="octavia", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common])
+
+    for name, help in (("login", "log in and keep the session"), ("signup", "create an account and log in")):
+        p = command(name, help)
+        p.add_argument("--email", help="the account's email (asked for when missing)")
+        p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+        if name == "signup":
+            p.add_argument("--name", dest="display_name", help="the name to show (default: the email's local part)")
+    command("logout", "end the session and forget its tokens")
+    command("whoami", "show the signed-in user")
+    command("balance", "show the credit balance")
+
+    p = command("translate", "upload a file, run a job on it, watch it and download what it made")
+    p.add_argument("file", type=Path, metavar="FILE", help="a video or audio file")
+    p.add_argument("--to", dest="targets", action="append", default=[], metavar="LANG",
+                   help="a language to translate into, as a BCP-47 tag (pt, es, pt-BR); repeatable")
+    p.add_argument("--from", dest="source", default="", metavar="LANG", help="the spoken language (default: detect it)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--subtitles", action="store_true", help="subtitles in the spoken language and every --to language")
+    what.add_argument("--transcript", action="store_true", help="a transcript and subtitles in the spoken language (no --to)")
+    what.add_argument("--dub", action="store_true", help="dub the video (not available yet)")
+    what.add_argument("--audio-only", action="store_true", help="a translated audio track (not available yet)")
+    p.add_argument("--format", dest="formats", action="append", choices=FORMATS, default=[],
+                   help="subtitle format; repeatable (default: srt and vtt)")
+    p.add_argument("--model", default="", help="the speech recognition model, for example base (default: the service's)")
+    p.add_argument("--out", type=Path, help="where to put the files (default: ./<file name>.octavia/)")
+    p.add_argument("--content-type", default="", help="the file's media type, when its name does not tell it")
+
+    p = command("jobs", "list your jobs, newest first")
+    p.add_argument("--state", choices=STATES, help="only jobs in this state")
+    p.add_argument("--kind", choices=KINDS, help="only jobs of this kind")
+    p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    p = command("job", "show a job")
+    p.add_argument("name", metavar="NAME", help="jobs/<id> or <id>")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    p = command("watch", "follow a job's progress until it ends")
+    p.add_argument("name", metavar="NAME", help="jobs/<id> or <id>")
+
+    p = command("cancel", "ask a queued or running job to stop")
+    p.add_argument("name", metavar="NAME", help="jobs/<id> or <id>")
+
+    p = command("download", "download the files a job made")
+    p.add_argument("name", metavar="NAME", help="jobs/<id> or <id>")
+    p.add_argument("--out", type=Path, help="where to put the files (default: ./<input name>.octavia/)")
+    return parser
+
+
+def job_name(name: str) -> str:
+    """`abc` or `jobs/abc` -> `jobs/abc`."""
+    name = name.strip().strip("/")
+    if not name or name.count("/") > 1 or (name.count("/") == 1 and not name.startswith("jobs/")):
+        raise UsageError(f"{name!r} is not a job name: give jobs/<id> or <id>")
+    return name if name.startswith("jobs/") else f"jobs/{name}"
+
+
+def language(tag: str) -> str:
+    """A BCP-47 tag, tidied: `PT_br` -> `pt-BR`."""
+    parts = tag.strip().replace("_", "-").split("-")
+    tidy = "-".join([parts[0].lower(), *(p.upper() if len(p) == 2 else p for p in parts[1:])])
+    if not _LANGUAGE.match(tidy):
+        raise UsageError(f"{tag!r} is not a language tag such as en, pt or pt-BR")
+    return tidy
+
+
+def content_type(path: Path, given: str = "") -> str:
+    """The file's media type: `given`, else guessed from its name; only audio/* and video/*."""
+    guessed = given.strip() or EXTRA_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or ""
+    if not guessed.startswith(("audio/", "video/")):
+        what = f"is {guessed}" if guessed else "has a type its name does not tell"
+        raise UsageError(f"{path.name} {what}; Octavia takes audio and video (say which with --content-type video/mp4)")
+    return guessed
+
+
+def job_request(args: argparse.Namespace) -> dict:
+    """The `job` of CreateJob for `octavia translate`, without its input asset."""
+    if args.dub or args.audio_only:
+        flag = "--dub" if args.dub else "--audio-only"
+        raise UsageError(f"{flag} is not available yet: dubbing comes later; use --subtitles or --transcript")
+    targets = list(dict.fromkeys(language(t) for t in args.targets))
+    if args.transcript and targets:
+        raise UsageError("--transcript is in the spoken language only: drop --to, or use --subtitles")
+    if not args.transcript and not args.subtitles:
+        hint = "--subtitles" if targets else "--transcript, or --to LANG --subtitles"
+        raise UsageError(f"say what to make: {hint}")
+    if args.subtitles and not targets:
+        raise UsageError("--subtitles needs at least one --to LANG (for the spoken language only, use --transcript)")
+    job: dict = {"kind": "JOB_KIND_TRANSCRIPTION" if args.transcript else "JOB_KIND_SUBTITLES"}
+    if targets:
+        job["targetLanguages"] = targets
+    if args.source:
+        job["sourceLanguage"] = language(args.source)
+    if args.formats:
+        job["subtitleOptions"] = {"formats": [f"SUBTITLE_FORMAT_{f.upper()}" for f in dict.fromkeys(args.formats)]}
+    if args.model:
+        job["transcriptionOptions"] = {"model": args.model}
+    return job
+
+
+def check_media_file(path: Path) -> int:
+    """The file's size; a missing, special or empty file is a usage error."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise UsageError(f"{path}: the file is empty")
+    return size
+
+
+def default_out_dir(filename: str, cwd: Path | None = None) -> Path:
+    """`./talk.octavia/` for `talk.mp4`."""
+    stem = Path(filename).stem or "octavia"
+    return (cwd or Path.cwd()) / f"{stem}.octavia"
+
+
+def safe_filename(name: str, fallback: str) -> str:
+    """A server-suggested file name reduced to one harmless path component."""
+    base = Path(name.replace("\\", "/")).name.strip().lstrip(".")
+    return base or fallback
