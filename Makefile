@@ -7,7 +7,7 @@ PROTOS := $(shell find protos -name '*.proto')
 GENERATED := build/gen/octavia.pb
 
 .DEFAULT_GOAL := help
-.PHONY: help setup proto up down status logs test test-unit lint bench clean
+.PHONY: help setup proto up down demo status logs test test-unit lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ up: setup ## Start Postgres, Valkey, NATS, Envoy and the seven services; wait un
 
 down: ## Stop everything `make up` started
 	@if [ -x $(PY) ]; then $(PY) scripts/stack.py down; fi
+
+demo: setup ## Start the stack and turn a sample video into Portuguese subtitles with the `octavia` CLI
+	bash scripts/demo.sh
 
 status: ## Show what is running, with ports and health
 	$(PY) scripts/stack.py status

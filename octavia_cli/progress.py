@@ -100,7 +100,8 @@ class JobProgress:
         self.interactive = self.stream.isatty() if interactive is None else interactive
         self._fancy = _fancy(self.stream)
         self._live = False  # a redrawable line is on screen
-        self._last: tuple[str, int, str, str] | None = None
+        self._last: tuple[str, int, str, str] | None = None  # what the live line shows (None: redraw)
+        self._shown: tuple[str, int, str, str] | None = None  # the latest known state and progress
         self._logged: tuple[str, str] | None = None
         self._logged_at = 0.0
 
@@ -108,9 +109,13 @@ class JobProgress:
         if event.get("type") == "JOB_EVENT_TYPE_HEARTBEAT" and self._last is not None:
             return
         job = event.get("job") or {}
-        progress = event.get("progress") or job.get("progress") or {}
+        progress = event.get("progress") or job.get("progress")
         state = event.get("state") or job.get("state") or "STATE_UNSPECIFIED"
-        now = (state, int(progress.get("percent") or 0), progress.get("stage") or "", progress.get("message") or "")
+        if progress:
+            now = (state, int(progress.get("percent") or 0), progress.get("stage") or "", progress.get("message") or "")
+        else:  # an event without progress leaves it where it was
+            now = (state, *(self._shown[1:] if self._shown else (0, "", "")))
+        self._shown = now
         if now == self._last:
             return
         previous, self._last = self._last, now

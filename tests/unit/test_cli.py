@@ -374,7 +374,7 @@ def test_job_progress_without_a_terminal_prints_a_line_per_change():
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("queued ")
     assert "40%  translate: Tradução (pt): 3/7" in lines[1]
-    assert lines[2].startswith("succeeded ")
+    assert lines[2].startswith("succeeded ") and " 40%  translate" in lines[2], "an event without progress keeps the last"
     assert len(lines) == 3
 
 
