@@ -38,7 +38,8 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import bus, cache, db, logging, metrics
+from . import bus, cache, db, logging, metrics, stages
+from .blobs import RemoteBlobs
 from .auth import SERVICE_TOKEN_HEADER, Authenticator, RemoteAuthenticator, ServiceCredentials
 from .config import ROOT, Config, ConfigError, load
 from .interceptor import REQUEST_ID_HEADER, ServerInterceptor
@@ -107,6 +108,16 @@ class Runtime:
         task = asyncio.create_task(coro, name=name)
         self._tasks.append(task)
         return task
+
+    def run_stages(self, handlers: dict[int, stages.Handler], *, concurrency: int = 1) -> None:
+        """Work on the pipeline tasks this service owns (its consumer in `service.consumers`)."""
+        consumer = bus.stage_worker(self.service.name)
+        worker = stages.StageWorker(self.js, consumer, handlers, domain=f"{self.service.name}.octavia", concurrency=concurrency)
+        self.background(worker.run(), name="stage-worker")
+
+    def remote_blobs(self) -> RemoteBlobs:
+        """Job blobs through the media service's signed URLs (for workers outside media)."""
+        return RemoteBlobs(self.channel("media"))
 
 
 def run(service: Service) -> None:

@@ -13,6 +13,7 @@ from octavia_runtime.server import Runtime, Service
 
 from .api import MediaApi
 from .blobserver import BlobServer
+from .stages import MediaStages
 from .storage import BlobStore, LocalBlobStore, open_store
 from .store import MediaStore
 
@@ -37,6 +38,8 @@ async def setup(rt: Runtime) -> None:
         rt.background(server.serve(), name="blobs.serve")
     rt.background(sweep_uploads(store, blobs), name="uploads.sweep")
     rt.serve(media_pb2_grpc.add_MediaServiceServicer_to_server, MediaApi(store, blobs, rt.config))
+    # Probing, extraction and subtitles are short and mostly ffmpeg in a thread: two at once.
+    rt.run_stages(MediaStages(blobs, store).handlers(), concurrency=2)
 
 
 async def sweep_uploads(store: MediaStore, blobs: BlobStore) -> None:

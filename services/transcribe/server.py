@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import structlog
+from octavia.jobs.v1 import jobs_pb2
 from octavia.transcribe.v1 import transcribe_pb2, transcribe_pb2_grpc
 
 from octavia_runtime import bus
@@ -12,6 +13,7 @@ from octavia_runtime.server import Runtime, Service
 
 from .api import TranscribeApi
 from .engine import Transcriber, TranscriptionError, shared_transcriber
+from .stages import TranscribeStage
 
 log = structlog.get_logger("transcribe")
 
@@ -19,6 +21,8 @@ log = structlog.get_logger("transcribe")
 async def setup(rt: Runtime) -> None:
     transcriber = shared_transcriber(rt.config)
     rt.serve(transcribe_pb2_grpc.add_TranscribeServiceServicer_to_server, TranscribeApi(transcriber))
+    # One task at a time: a transcription already uses every core (CTranslate2 threads).
+    rt.run_stages({jobs_pb2.STAGE_TRANSCRIBE: TranscribeStage(transcriber, rt.remote_blobs())})
     rt.background(_warm_up(transcriber), name="warm-up")
 
 
