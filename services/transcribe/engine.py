@@ -198,9 +198,10 @@ class Transcriber:
     ) -> transcribe_pb2.Transcript:
         """Transcribe a media file (any format ffmpeg decodes; video files use their first audio stream).
 
-        `language` empty means detect it. `vad_filter` (default on) skips non-speech. `on_progress(seconds_done, total_seconds)` is
-        called after each segment; `should_stop()` is checked before the work and
-        between segments, and raises TranscriptionCancelled when it returns True.
+        `language` empty means detect it; `vad_filter` (on by default) skips non-speech.
+        `on_progress(seconds_done, total_seconds)` is called after each segment;
+        `should_stop()` is checked before the work and between segments, and raises
+        TranscriptionCancelled when it returns True.
         Raises UnknownModel, ModelUnavailable, UnsupportedLanguage, AudioUnreadable.
         """
         spec = self.spec(model)
@@ -254,13 +255,18 @@ class Transcriber:
             duration=_duration(total),
             model=spec.name,
         )
-        previous_end = 0.0
+        previous: tuple[str, float, float] = ("", 0.0, 0.0)  # text, start, end of the last segment kept
         try:
             # `segments` is a generator: each step decodes the next stretch of audio.
             for segment in segments:
                 text = segment.text.strip()
-                if text:
-                    previous_end = _append_segment(transcript, segment, text, previous_end, total)
+                start = min(max(float(segment.start), previous[2]), total)
+                end = min(max(float(segment.end), start), total)
+                if text and is_speech(text, start, end, previous):
+                    _append_segment(transcript, segment, text, start, end)
+                    previous = (text, start, end)
+                elif text:
+                    log.info("transcribe.segment_dropped", text=text[:80], start=round(start, 2), end=round(end, 2))
                 if on_progress is not None:
                     on_progress(min(float(segment.end), total), total)
                 if should_stop is not None and should_stop():
@@ -274,10 +280,31 @@ class Transcriber:
         return transcript
 
 
-def _append_segment(transcript: transcribe_pb2.Transcript, segment, text: str, previous_end: float, total: float) -> float:
-    """Add one segment, its times clamped so segments and words keep time order without overlaps."""
-    start = min(max(float(segment.start), previous_end), total)
-    end = min(max(float(segment.end), start), total)
+# Less time than this for a segment of words is not speech: Whisper placed text where no audio is left.
+MIN_SEGMENT_S = 0.1
+
+
+def _words(text: str) -> list[str]:
+    return "".join(c.lower() if c.isalnum() or c.isspace() else " " for c in text).split()
+
+
+def is_speech(text: str, start: float, end: float, previous: tuple[str, float, float]) -> bool:
+    """Whether a segment (times already clamped after the previous one) can be real speech.
+
+    Whisper sometimes repeats the last sentence of a window, squeezed into the
+    little audio left after it (seen on synthetic English: the last sentence
+    twice, the copy in the final half second). A repeat said again by the
+    speaker takes about as long as the first time; a copy in under half that
+    time, or a segment with no time at all, is dropped.
+    """
+    if end - start < MIN_SEGMENT_S:
+        return False
+    previous_text, previous_start, previous_end = previous
+    return not (_words(text) == _words(previous_text) and end - start < (previous_end - previous_start) / 2)
+
+
+def _append_segment(transcript: transcribe_pb2.Transcript, segment, text: str, start: float, end: float) -> None:
+    """Add one segment, its words clamped inside it so they keep time order without overlaps."""
     out = transcript.segments.add(
         index=len(transcript.segments),
         start_offset=_duration(start),
@@ -297,7 +324,6 @@ def _append_segment(transcript: transcribe_pb2.Transcript, segment, text: str, p
             text=word_text, start_offset=_duration(w_start), end_offset=_duration(w_end), probability=float(word.probability)
         )
         word_end = w_end
-    return end
 
 
 def decode(source: Path | BinaryIO, *, max_duration_s: float | None = None) -> np.ndarray:

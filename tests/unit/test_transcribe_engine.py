@@ -28,6 +28,7 @@ from services.transcribe.engine import (
     TranscriptionCancelled,
     UnknownModel,
     UnsupportedLanguage,
+    is_speech,
 )
 
 SCRIPT = (
@@ -156,12 +157,22 @@ def test_a_stop_asked_before_the_start_does_no_work(transcriber, speech):
         transcriber.transcribe(speech, model="tiny.en", should_stop=lambda: True)
 
 
+def test_a_sentence_whisper_repeats_into_the_last_moment_of_audio_is_dropped_but_a_spoken_repeat_is_kept():
+    last = ("Thank you for listening to this short recording.", 14.98, 17.1)
+    assert not is_speech("Thank you for listening to this short recording.", 17.1, 17.7, last)  # seen from base
+    assert is_speech("thank you for listening to this short recording", 17.5, 19.4, last)  # said again
+    assert is_speech("Goodbye.", 17.2, 17.7, last)
+    assert not is_speech("Goodbye.", 17.7, 17.7, last)  # no audio left for it
+
+
 def test_the_multilingual_base_model_detects_english_and_reads_it(transcriber, speech):
     transcript = transcriber.transcribe(speech)  # the default model: base
     assert transcript.model == "base"
     assert transcript.language == "en" and transcript.language_probability > 0.8
     heard = " ".join(segment.text for segment in transcript.segments)
-    assert word_error_rate(" ".join(SCRIPT), heard) <= 0.15, heard
+    assert word_error_rate(" ".join(SCRIPT), heard) <= 0.15, [
+        (seconds(s.start_offset), seconds(s.end_offset), s.text, s.avg_logprob) for s in transcript.segments
+    ]
 
 
 def test_a_regional_language_tag_is_accepted_by_its_primary_subtag(transcriber, speech):
