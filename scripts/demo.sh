@@ -27,37 +27,6 @@ if ! $OCTAVIA login --email "$EMAIL" --password-stdin <<<"$PASSWORD" 2>/dev/null
   $OCTAVIA signup --email "$EMAIL" --password-stdin <<<"$PASSWORD"
 fi
 
-step "Credits"
-# An operator's step, not the CLI's: top up the demo account with the local
-# stack's development service credential when it runs low.
-$PY - <<'EOF'
-import uuid
-
-import grpc
-from octavia.billing.v1 import billing_pb2, billing_pb2_grpc
-
-from octavia_cli.client import Client
-from octavia_runtime.auth import SERVICE_TOKEN_HEADER, ServiceCredentials
-from octavia_runtime.config import load
-
-LOW, TOP_UP = 100, 1000
-config = load()
-with Client(f"http://127.0.0.1:{config.envoy_port}") as client:
-    user = client.call("GET", "/v1/auth/me")["user"]["name"]
-    available = int(client.call("GET", "/v1/balance")["balance"]["availableCredits"])
-if available >= LOW:
-    print(f"{available} credits available")
-else:
-    token = ServiceCredentials("demo", config.service_secret).token()
-    request = billing_pb2.GrantCreditsRequest(user=user, credits=TOP_UP, description="make demo", request_id=uuid.uuid4().hex)
-    with grpc.insecure_channel(config.endpoint("billing").target) as channel:
-        try:
-            billing_pb2_grpc.BillingServiceStub(channel).GrantCredits(request, metadata=[(SERVICE_TOKEN_HEADER, token)], timeout=10)
-            print(f"{available} credits available: granted {TOP_UP} more")
-        except grpc.RpcError as exc:
-            print(f"{available} credits available; could not grant more ({exc.code().name}: {exc.details()})")
-EOF
-
 step "octavia translate $DEMO/sample.mp4 --to pt --subtitles --out $DEMO/out"
 rm -rf "$DEMO/out"
 $OCTAVIA translate "$DEMO/sample.mp4" --to pt --subtitles --out "$DEMO/out"

@@ -120,11 +120,11 @@ def test_an_internal_rpc_refuses_a_user_token(service_channel, signed_in):
 
 
 def test_an_rpc_of_a_later_feature_says_which_feature_is_missing(service_channel, signed_in):
-    jobs = jobs_pb2_grpc.JobServiceStub(service_channel("jobs"))
+    tts = tts_pb2_grpc.TtsServiceStub(service_channel("tts"))
     with pytest.raises(grpc.RpcError) as refused:
-        jobs.CreateJob(jobs_pb2.CreateJobRequest(), metadata=signed_in.metadata)
+        tts.Synthesize(tts_pb2.SynthesizeRequest(text="hello"), metadata=signed_in.metadata)
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "not implemented yet" in refused.value.details() and "jobs" in refused.value.details()
+    assert "not implemented yet" in refused.value.details() and "speech synthesis" in refused.value.details()
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -40,7 +40,12 @@ def test_a_bad_value_is_refused_naming_its_variable(env, named):
 
 def test_production_runs_with_secrets_of_its_own():
     config = load(
-        {"OCTAVIA_ENVIRONMENT": "production", "OCTAVIA_JWT_SECRET": "j" * 40, "OCTAVIA_SERVICE_SECRET": "s" * 40}
+        {
+            "OCTAVIA_ENVIRONMENT": "production",
+            "OCTAVIA_JWT_SECRET": "j" * 40,
+            "OCTAVIA_SERVICE_SECRET": "s" * 40,
+            "OCTAVIA_BLOB_SIGNING_KEY": "b" * 40,
+        }
     )
     assert config.jwt_secret != DEV_JWT_SECRET
     assert "j" * 40 not in repr(config), "secrets must not appear in logs of the config"
