@@ -14,7 +14,7 @@ help: ## List the targets
 
 setup: $(INSTALLED) $(GENERATED) ## Create .venv with every dependency and generate the API code
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml scripts/setup.sh tests/subtitle_validators/package-lock.json
 	bash scripts/setup.sh
 	@touch $@
 
@@ -52,6 +52,7 @@ lint: setup ## buf lint and format check of the API
 bench: setup ## Run the benchmarks and print their figures (docs/performance.md)
 	$(PY) -m bench.stack
 	$(PY) -m bench.api
+	$(PY) -m bench.transcribe
 
 clean: down ## Remove generated code, the environment and local data
 	rm -rf build var $(VENV)
