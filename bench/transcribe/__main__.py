@@ -76,10 +76,11 @@ def vm_hwm_mb(pid: int) -> float:
 
 def fresh_worker(config) -> None:
     """Restart the transcribe service so its peak memory starts from zero."""
-    os.kill(worker_pid(config), signal.SIGTERM)
+    pid = worker_pid(config)
+    os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while local_stack.is_up(config) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     local_stack.up(config)
 
 

@@ -121,17 +121,19 @@ def on_event(
     deadlines = deadlines if deadlines is not None else {}
     outcome = event.outcome
     effects = Effects()
+    # Stage times are the worker's (when it really started or finished), not when the event was applied.
+    at = event.event_time.ToDatetime(tzinfo=now.tzinfo) if event.HasField("event_time") else now
 
     if outcome in (R.STAGE_OUTCOME_STARTED, R.STAGE_OUTCOME_PROGRESS):
         if status.state != P.STAGE_STATE_RUNNING:
             status.state = P.STAGE_STATE_RUNNING
             if not status.HasField("start_time"):
-                status.start_time.CopyFrom(_ts(now))
+                status.start_time.CopyFrom(_ts(at))
             deadlines[index] = now.timestamp() + pipeline.time_limit(job) + TIMEOUT_GRACE_S
             effects.state_changed = True
         if job.state == P.STATE_QUEUED:
             job.state = P.STATE_RUNNING
-            job.start_time.CopyFrom(_ts(now))
+            job.start_time.CopyFrom(_ts(at))
             effects.state_changed = True
         fraction = event.progress_percent / 100 if outcome == R.STAGE_OUTCOME_PROGRESS else 0.0
         message = event.progress_message if outcome == R.STAGE_OUTCOME_PROGRESS else ""
@@ -145,7 +147,7 @@ def on_event(
         return effects
 
     deadlines.pop(index, None)
-    status.end_time.CopyFrom(_ts(now))
+    status.end_time.CopyFrom(_ts(at))
     effects.state_changed = True
 
     if outcome == R.STAGE_OUTCOME_SUCCEEDED:

@@ -43,8 +43,10 @@ class TranscribeStage:
                 )
             except engine.TranscriptionCancelled:
                 raise Stopped() from None
-            except (engine.UnknownModel, engine.UnsupportedLanguage) as exc:
-                raise permanent("UNSUPPORTED_LANGUAGE" if isinstance(exc, engine.UnsupportedLanguage) else "UNKNOWN_MODEL", str(exc)) from None
+            except engine.UnsupportedLanguage as exc:
+                raise permanent("UNSUPPORTED_LANGUAGE", str(exc)) from None
+            except (engine.UnknownModel, engine.ModelUnavailable) as exc:
+                raise permanent("MODEL_UNAVAILABLE", str(exc)) from None
             except engine.AudioUnreadable as exc:
                 raise permanent("MEDIA_UNREADABLE", str(exc)) from None
             if not transcript.segments and ctx.task.job_kind in _TEXT_KINDS:
