@@ -119,6 +119,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         raise unauthenticated("CREDENTIALS_MISSING", "sign in: send 'Authorization: Bearer <access token>' or an x-api-key")
 
 
+# A service this call depends on did not answer: the caller may retry (not our bug: not INTERNAL).
+_PEER_DOWN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 class _Call:
     """The bookkeeping of one RPC: request id, principal, outcome, timing."""
 
@@ -150,6 +154,11 @@ class _Call:
         if not isinstance(exc, Exception):  # cancelled by the client, or the process is exiting
             self.code = grpc.StatusCode.CANCELLED
             raise exc
+        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PEER_DOWN:
+            log.warning("rpc.dependency_unavailable", error=exc.details())
+            exc = ApiError(
+                grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE", "a service this call needs is unavailable; try again"
+            )
         if not isinstance(exc, ApiError):
             log.exception("rpc.crashed")
             exc = ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", f"internal error; quote request id {self.request_id}")

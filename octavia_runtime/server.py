@@ -99,6 +99,10 @@ class Runtime:
                 options=[
                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                     ("grpc.lb_policy_name", "round_robin"),
+                    # A peer that restarts is back within seconds: retry it at least every 2 s
+                    # (gRPC's default backoff grows to 2 minutes and strands waiting calls).
+                    ("grpc.initial_reconnect_backoff_ms", 250),
+                    ("grpc.max_reconnect_backoff_ms", 2000),
                 ],
             )
         return self._channels[service]
@@ -302,9 +306,11 @@ class _ServiceIdentity(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStrea
         request_id = structlog.contextvars.get_contextvars().get("request_id")
         if request_id and REQUEST_ID_HEADER not in metadata:
             metadata.add(REQUEST_ID_HEADER, request_id)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
+        # Wait for a peer that is (re)starting instead of failing at once: every internal
+        # call has a timeout, so this bounds the wait, and a restarted service is reached
+        # as soon as it listens rather than after the channel's reconnect backoff.
+        wait = True if details.wait_for_ready is None else details.wait_for_ready
+        return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials, wait)
 
     async def intercept_unary_unary(self, continuation, client_call_details, request):
         return await continuation(self._details(client_call_details), request)

@@ -79,7 +79,7 @@ def fresh_worker(config) -> None:
     pid = worker_pid(config)
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 30
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+    while local_stack._alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     local_stack.up(config)
 

@@ -13,10 +13,11 @@ import io
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+import numpy as np
 import structlog
 from google.protobuf import duration_pb2
 from octavia.transcribe.v1 import transcribe_pb2
@@ -26,7 +27,6 @@ from octavia_runtime.config import Config, ConfigError
 from .models import CATALOGUE, MODELS, ModelAssemblyError, ModelSpec, available, size_bytes
 
 if TYPE_CHECKING:
-    import numpy as np
     from faster_whisper import WhisperModel
 
 log = structlog.get_logger("transcribe.engine")
@@ -240,44 +240,67 @@ class Transcriber:
         whisper = self.load(spec.name)
         if should_stop is not None and should_stop():
             raise TranscriptionCancelled("stopped before transcription started")
-        segments, info = whisper.transcribe(
-            samples,
-            language=language or None,
-            # VAD skips silence and music: faster, and fewer words invented in quiet stretches.
-            vad_filter=vad_filter,
-            word_timestamps=word_timestamps,
-        )
-        total = float(info.duration)
-        transcript = transcribe_pb2.Transcript(
-            language=info.language,
-            # faster-whisper reports 1 when the language was given, as the API promises.
-            language_probability=float(info.language_probability),
-            duration=_duration(total),
-            model=spec.name,
-        )
+        total = len(samples) / SAMPLE_RATE
+        transcript = transcribe_pb2.Transcript(duration=_duration(total), model=spec.name)
         previous: tuple[str, float, float] = ("", 0.0, 0.0)  # text, start, end of the last segment kept
-        try:
-            # `segments` is a generator: each step decodes the next stretch of audio.
-            for segment in segments:
-                text = segment.text.strip()
-                start = min(max(float(segment.start), previous[2]), total)
-                end = min(max(float(segment.end), start), total)
-                if text and is_speech(text, start, end, previous):
-                    _append_segment(transcript, segment, text, start, end)
-                    previous = (text, start, end)
-                elif text:
-                    log.info("transcribe.segment_dropped", text=text[:80], start=round(start, 2), end=round(end, 2))
-                if on_progress is not None:
-                    on_progress(min(float(segment.end), total), total)
-                if should_stop is not None and should_stop():
-                    raise TranscriptionCancelled(f"stopped after {segment.end:.1f} s of {total:.1f} s")
-        finally:
-            close = getattr(segments, "close", None)
-            if close is not None:  # stop decoding when cancelled or failed
-                close()
+        for offset, chunk in chunks(samples):
+            segments, info = whisper.transcribe(
+                chunk,
+                # Detected on the first chunk, then kept: one language per file.
+                language=language or transcript.language or None,
+                # VAD skips silence and music: faster, and fewer words invented in quiet stretches.
+                vad_filter=vad_filter,
+                word_timestamps=word_timestamps,
+            )
+            if not transcript.language:
+                transcript.language = info.language
+                # faster-whisper reports 1 when the language was given, as the API promises.
+                transcript.language_probability = float(info.language_probability)
+            try:
+                # `segments` is a generator: each step decodes the next stretch of audio.
+                for segment in segments:
+                    text = segment.text.strip()
+                    start = min(max(offset + float(segment.start), previous[2]), total)
+                    end = min(max(offset + float(segment.end), start), total)
+                    if text and is_speech(text, start, end, previous):
+                        _append_segment(transcript, segment, text, start, end, offset)
+                        previous = (text, start, end)
+                    elif text:
+                        log.info("transcribe.segment_dropped", text=text[:80], start=round(start, 2), end=round(end, 2))
+                    if on_progress is not None:
+                        on_progress(min(offset + float(segment.end), total), total)
+                    if should_stop is not None and should_stop():
+                        raise TranscriptionCancelled(f"stopped after {offset + segment.end:.1f} s of {total:.1f} s")
+            finally:
+                close = getattr(segments, "close", None)
+                if close is not None:  # stop decoding when cancelled or failed
+                    close()
         if on_progress is not None:
             on_progress(total, total)
         return transcript
+
+
+SAMPLE_RATE = 16000
+# Whisper's feature extraction holds several copies of the spectrogram of all it is given:
+# about 50 MB per minute. Feeding it a minute at a time keeps a worker's peak memory the
+# same for a 10-minute file as for a 1-minute one.
+CHUNK_S = 60.0
+CUT_SEARCH_S = 10.0  # a chunk ends at the quietest moment of its last seconds, not mid-word
+CUT_FRAME_S = 0.1
+
+
+def chunks(samples: np.ndarray, rate: int = SAMPLE_RATE) -> Iterator[tuple[float, np.ndarray]]:
+    """(start in seconds, samples) of consecutive pieces of about CHUNK_S, cut where it is quietest."""
+    window, search, frame = int(CHUNK_S * rate), int(CUT_SEARCH_S * rate), int(CUT_FRAME_S * rate)
+    start = 0
+    while start < len(samples):
+        end = min(len(samples), start + window)
+        if end < len(samples) and len(samples) - start > window + search:
+            tail = samples[end - search : end]
+            energy = np.square(tail[: len(tail) // frame * frame].reshape(-1, frame)).mean(axis=1)
+            end = end - search + int(np.argmin(energy)) * frame + frame // 2
+        yield start / rate, samples[start:end]
+        start = end
 
 
 # Less time than this for a segment of words is not speech: Whisper placed text where no audio is left.
@@ -303,7 +326,9 @@ def is_speech(text: str, start: float, end: float, previous: tuple[str, float, f
     return not (_words(text) == _words(previous_text) and end - start < (previous_end - previous_start) / 2)
 
 
-def _append_segment(transcript: transcribe_pb2.Transcript, segment, text: str, start: float, end: float) -> None:
+def _append_segment(
+    transcript: transcribe_pb2.Transcript, segment, text: str, start: float, end: float, offset: float = 0.0
+) -> None:
     """Add one segment, its words clamped inside it so they keep time order without overlaps."""
     out = transcript.segments.add(
         index=len(transcript.segments),
@@ -318,8 +343,8 @@ def _append_segment(transcript: transcribe_pb2.Transcript, segment, text: str, s
         word_text = word.word.strip()
         if not word_text:
             continue
-        w_start = min(max(float(word.start), word_end), end)
-        w_end = min(max(float(word.end), w_start), end)
+        w_start = min(max(offset + float(word.start), word_end), end)
+        w_end = min(max(offset + float(word.end), w_start), end)
         out.words.add(
             text=word_text, start_offset=_duration(w_start), end_offset=_duration(w_end), probability=float(word.probability)
         )

@@ -278,3 +278,21 @@ def test_a_clip_longer_than_allowed_is_refused_before_transcription(transcriber,
     with pytest.raises(AudioTooLong) as refused:
         transcriber.transcribe_clip(silence.read_bytes(), model="tiny.en", max_duration_s=60)
     assert refused.value.duration_s == pytest.approx(61, abs=0.1)
+
+
+def test_long_audio_is_cut_into_minute_chunks_at_its_quietest_moments():
+    import numpy as np
+
+    from services.transcribe.engine import CHUNK_S, SAMPLE_RATE, chunks
+
+    rate = SAMPLE_RATE
+    loud = np.full(int(200 * rate), 0.5, dtype=np.float32)
+    quiet_at = [55.0, 113.0]  # inside the last 10 s of each minute window
+    for second in quiet_at:
+        loud[int(second * rate) : int((second + 0.1) * rate)] = 0.0
+    pieces = list(chunks(loud, rate))
+    starts = [start for start, _ in pieces]
+    assert starts[0] == 0.0
+    assert all(abs(cut - quiet - 0.05) <= 0.1 for cut, quiet in zip(starts[1:3], quiet_at))  # cut inside the silence
+    assert sum(len(piece) for _, piece in pieces) == len(loud)
+    assert all(len(piece) <= CHUNK_S * rate for _, piece in pieces)
