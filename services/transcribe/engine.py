@@ -207,7 +207,9 @@ class Transcriber:
         spec = self.spec(model)
         code = self.check_language(language, spec.name)
         self.load(spec.name)  # a missing model fails before a long file is decoded
-        samples = decode(Path(audio_path))
+        samples = mapped_pcm(Path(audio_path))
+        if samples is None:
+            samples = decode(Path(audio_path))
         return self._run(spec, samples, code, word_timestamps, vad_filter, on_progress, should_stop)
 
     def transcribe_clip(
@@ -244,6 +246,8 @@ class Transcriber:
         transcript = transcribe_pb2.Transcript(duration=_duration(total), model=spec.name)
         previous: tuple[str, float, float] = ("", 0.0, 0.0)  # text, start, end of the last segment kept
         for offset, chunk in chunks(samples):
+            if chunk.dtype == np.int16:  # mapped from a WAV file: only this chunk comes into memory
+                chunk = chunk.astype(np.float32) / 32768.0
             segments, info = whisper.transcribe(
                 chunk,
                 # Detected on the first chunk, then kept: one language per file.
@@ -296,7 +300,7 @@ def chunks(samples: np.ndarray, rate: int = SAMPLE_RATE) -> Iterator[tuple[float
     while start < len(samples):
         end = min(len(samples), start + window)
         if end < len(samples) and len(samples) - start > window + search:
-            tail = samples[end - search : end]
+            tail = samples[end - search : end].astype(np.float32)
             energy = np.square(tail[: len(tail) // frame * frame].reshape(-1, frame)).mean(axis=1)
             end = end - search + int(np.argmin(energy)) * frame + frame // 2
         yield start / rate, samples[start:end]
@@ -349,6 +353,40 @@ def _append_segment(
             text=word_text, start_offset=_duration(w_start), end_offset=_duration(w_end), probability=float(word.probability)
         )
         word_end = w_end
+
+
+def mapped_pcm(path: Path) -> np.ndarray | None:
+    """The samples of a 16 kHz mono 16-bit PCM WAV (what extract_audio writes), mapped from the
+    file rather than read: a long file costs no memory until a chunk of it is used. None for
+    anything else (decode() reads those)."""
+    try:
+        with path.open("rb") as f:
+            riff = f.read(12)
+            if len(riff) < 12 or riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+                return None
+            fmt = None
+            while header := f.read(8):
+                if len(header) < 8:
+                    return None
+                kind, size = header[:4], int.from_bytes(header[4:], "little")
+                if kind == b"fmt ":
+                    fmt = f.read(size)
+                    if size % 2:
+                        f.read(1)
+                elif kind == b"data":
+                    if fmt is None or len(fmt) < 16:
+                        return None
+                    codec, channels, rate = (int.from_bytes(fmt[i:j], "little") for i, j in ((0, 2), (2, 4), (4, 8)))
+                    bits = int.from_bytes(fmt[14:16], "little")
+                    if (codec, channels, rate, bits) != (1, 1, SAMPLE_RATE, 16):
+                        return None
+                    count = min(size, path.stat().st_size - f.tell()) // 2
+                    return np.memmap(path, dtype="<i2", mode="r", offset=f.tell(), shape=(count,))
+                else:
+                    f.seek(size + size % 2, 1)
+    except OSError:
+        return None
+    return None
 
 
 def decode(source: Path | BinaryIO, *, max_duration_s: float | None = None) -> np.ndarray:

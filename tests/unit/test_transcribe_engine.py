@@ -281,7 +281,6 @@ def test_a_clip_longer_than_allowed_is_refused_before_transcription(transcriber,
 
 
 def test_long_audio_is_cut_into_minute_chunks_at_its_quietest_moments():
-    import numpy as np
 
     from services.transcribe.engine import CHUNK_S, SAMPLE_RATE, chunks
 
@@ -296,3 +295,21 @@ def test_long_audio_is_cut_into_minute_chunks_at_its_quietest_moments():
     assert all(abs(cut - quiet - 0.05) <= 0.1 for cut, quiet in zip(starts[1:3], quiet_at))  # cut inside the silence
     assert sum(len(piece) for _, piece in pieces) == len(loud)
     assert all(len(piece) <= CHUNK_S * rate for _, piece in pieces)
+
+
+def test_a_16khz_mono_wav_is_mapped_from_disk_with_the_same_samples_as_decoding(tmp_path):
+
+    from services.transcribe.engine import decode, mapped_pcm
+
+    wav = tmp_path / "tone.wav"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+         "-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le", str(wav)],
+        check=True,
+    )
+    mapped = mapped_pcm(wav)
+    assert isinstance(mapped, np.memmap) and len(mapped) == 32000
+    assert np.allclose(mapped.astype(np.float32) / 32768.0, decode(wav), atol=1e-4)
+    stereo = tmp_path / "stereo.wav"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(wav), "-ac", "2", str(stereo)], check=True)
+    assert mapped_pcm(stereo) is None  # anything else is decoded
