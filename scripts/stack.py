@@ -567,6 +567,9 @@ def _wait(paths: Paths, comps: list[Component], deadline: float, t0: float) -> l
     return failed
 
 
+PORT_RELEASE_S = 5.0
+
+
 def up(config: Config | None = None, timeout: float | None = None) -> None:
     """Start what is not running and wait until every process is ready/SERVING.
 
@@ -597,12 +600,14 @@ def up(config: Config | None = None, timeout: float | None = None) -> None:
     if running:
         print(f"  already running: {', '.join(running)}; starting {', '.join(c.name for c in to_start)}")
 
-    # Every port must be free before anything starts.
-    problems = []
-    for comp in to_start:
-        for port, var in comp.ports:
-            if not _port_free(port):
-                problems.append(f"port {port} ({comp.name}, set by {var}) is in use by {_port_holder(port)}")
+    # Every port must be free before anything starts. A process that has just exited may
+    # hold its sockets a moment longer (its threads are still closing): give it a few seconds.
+    busy_until = time.monotonic() + PORT_RELEASE_S
+    while (busy := [(c, port, var) for c in to_start for port, var in c.ports if not _port_free(port)]) and (
+        time.monotonic() < busy_until
+    ):
+        time.sleep(0.1)
+    problems = [f"port {port} ({comp.name}, set by {var}) is in use by {_port_holder(port)}" for comp, port, var in busy]
     if problems:
         raise StackError("cannot start the stack:\n  " + "\n  ".join(problems))
 
