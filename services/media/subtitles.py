@@ -272,6 +272,7 @@ _COST_KANA_TO_KANJI = 4.0
 _COST_ANYWHERE = 5.0
 _COST_KANJI_TO_KANA = 7.0
 _COST_AFTER_CONNECTIVE = 8.0  # a line ending on "of" or "and"
+_COST_INSIDE_NOUN_PHRASE = 20.0  # added: the break falls between an article's adjective and noun
 # Finite, so that some split always exists (a 7 s stretch of nothing but
 # articles would still be subtitled), but never chosen when avoidable.
 _COST_AFTER_ARTICLE = 100.0
@@ -582,7 +583,11 @@ class _Planner:
     def _boundary_cost(self, k: int) -> float:
         tokens = self.tokens
         if self.rules.spaced:
-            return _break_cost(tokens[k - 1].text, tokens[k].text, self.rules)
+            cost = _break_cost(tokens[k - 1].text, tokens[k].text, self.rules)
+            # "a wide | river": one word after an article, the noun usually has not come yet.
+            if k >= 2 and cost >= _COST_ANYWHERE and _bare(tokens[k - 2].text) in self.rules.articles:
+                cost += _COST_INSIDE_NOUN_PHRASE
+            return cost
         left = "".join(t.text for t in tokens[max(0, k - 4) : k])
         right = "".join(t.text for t in tokens[k : k + 4])
         return _break_cost(left, right, self.rules)

@@ -432,6 +432,12 @@ def test_a_line_breaks_after_the_comma_not_before_the_noun():
     ]
 
 
+def test_an_adjective_stays_with_its_article_and_noun():
+    sentence = "It sits on seven hills beside a wide river that flows into the ocean."
+    cues = build_cues(spoken("en", [sentence])).cues
+    assert [cue.lines for cue in cues] == [("It sits on seven hills beside a wide river", "that flows into the ocean.")]
+
+
 def test_a_two_line_event_has_no_one_word_line_when_it_can_be_avoided():
     for cue in build_cues(english_talk()).cues:
         if len(cue.lines) == 2:
