@@ -201,7 +201,10 @@ def test_shared_config_satisfies_the_config_contract(manifests):
 def test_placeholder_secrets_render_but_refuse_to_run(manifests):
     secret = generated(manifests, "Secret", "octavia-secrets")
     values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    assert set(values) == {"OCTAVIA_DATABASE_URL", "OCTAVIA_JWT_SECRET", "OCTAVIA_SERVICE_SECRET", "OCTAVIA_BLOB_SIGNING_KEY"}
+    assert set(values) == {
+        "OCTAVIA_DATABASE_URL", "OCTAVIA_JWT_SECRET", "OCTAVIA_SERVICE_SECRET", "OCTAVIA_BLOB_SIGNING_KEY",
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",  # media's S3 credentials, read by boto3
+    }
     assert all("REPLACE" in v for v in values.values()), "placeholders must be marked for replacement"
     data = generated(manifests, "ConfigMap", "octavia-config")["data"]
     with pytest.raises(config.ConfigError, match="OCTAVIA_JWT_SECRET"):
