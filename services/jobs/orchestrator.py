@@ -198,6 +198,7 @@ def _fail(job: jobs_pb2.Job, error: status_pb2.Status, node: Node, now: datetime
     if not job.error.message.startswith(_label(node)):
         job.error.message = f"{_label(node)}: {error.message}"
     job.end_time.CopyFrom(_ts(now))
+    _drop_outputs(job)
     for other in job.stages:
         if other.state in (P.STAGE_STATE_PENDING, *IN_FLIGHT):
             other.state = P.STAGE_STATE_CANCELLED
@@ -205,11 +206,17 @@ def _fail(job: jobs_pb2.Job, error: status_pb2.Status, node: Node, now: datetime
     job.progress.update_time.CopyFrom(_ts(now))
 
 
+def _drop_outputs(job: jobs_pb2.Job) -> None:
+    """A job that failed or was cancelled keeps no files (runner.py deletes them): it lists none."""
+    del job.artifacts[:]
+
+
 def _settle_cancel(job: jobs_pb2.Job, now: datetime) -> None:
     """A cancelling job is cancelled once no stage is running."""
     if not any(s.state == P.STAGE_STATE_RUNNING for s in job.stages):
         job.state = P.STATE_CANCELLED
         job.end_time.CopyFrom(_ts(now))
+        _drop_outputs(job)
         job.progress.message = "Cancelled"
         job.progress.update_time.CopyFrom(_ts(now))
 

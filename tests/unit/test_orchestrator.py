@@ -100,6 +100,7 @@ def test_an_event_of_an_older_attempt_is_ignored():
 def test_a_permanent_failure_fails_the_job_with_the_reason_and_stops_the_rest():
     job, nodes, effects = new_job()
     probe = effects.publish[0]
+    job.artifacts.add(kind=P.ARTIFACT_KIND_SUBTITLES_SRT, asset="assets/partial")
     error = orchestrator.error_status("NOT_MEDIA", "the file is not audio or video", "media.octavia", 9)
     result = orchestrator.on_event(job, nodes, event(probe, R.STAGE_OUTCOME_FAILED_PERMANENT, error=error), T0)
     assert job.state == P.STATE_FAILED
@@ -107,6 +108,7 @@ def test_a_permanent_failure_fails_the_job_with_the_reason_and_stops_the_rest():
     assert "the file is not audio or video" in job.error.message
     assert job.stages[0].state == P.STAGE_STATE_FAILED
     assert all(s.state == P.STAGE_STATE_CANCELLED for s in job.stages[1:])
+    assert not job.artifacts, "a failed job's files are deleted, so it lists none"
     # Anything arriving afterwards is ignored.
     assert succeed(job, nodes, probe).ignored == "job finished"
 
