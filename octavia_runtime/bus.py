@@ -4,8 +4,9 @@ Defined once here and declared idempotently by every service that uses them,
 so start-up order does not matter:
 
 - OCTAVIA_TASKS (work queue): `octavia.tasks.<stage>.<priority>`, one message
-  per unit of stage work (a `octavia.jobs.v1.StageTask`). Each stage is
-  consumed by the durable pull consumer of the service that owns it.
+  per unit of stage work (a `octavia.jobs.v1.StageTask`). The service that
+  owns a stage consumes it through three durable pull consumers,
+  `<service>-worker-high`, `-default` and `-low`.
 - OCTAVIA_EVENTS (limits, kept 7 days): `octavia.events.<job id>`, stage
   results and progress (`octavia.jobs.v1.StageEvent`), consumed by the jobs
   orchestrator and read by WatchJob.
@@ -124,9 +125,20 @@ def stages_of(service: str) -> tuple[str, ...]:
     return tuple(sorted(stage for stage, owner in STAGE_OWNERS.items() if owner == service))
 
 
-def stage_worker(service: str) -> Consumer:
-    """The consumer through which `service` receives the stage tasks it owns."""
-    return Consumer(stream=TASKS_STREAM, durable=f"{service}-worker", subjects=tuple(stage_subjects(s) for s in stages_of(service)))
+def stage_workers(service: str) -> tuple[Consumer, ...]:
+    """The consumers through which `service` receives the stage tasks it owns: one per priority, highest first.
+
+    Separate consumers let a worker look for high-priority work before the rest
+    (octavia_runtime/stages.py); a work-queue stream needs their subjects apart.
+    """
+    return tuple(
+        Consumer(
+            stream=TASKS_STREAM,
+            durable=f"{service}-worker-{priority}",
+            subjects=tuple(task_subject(stage, priority) for stage in stages_of(service)),
+        )
+        for priority in PRIORITIES
+    )
 
 
 ORCHESTRATOR = Consumer(stream=EVENTS_STREAM, durable="jobs-orchestrator", subjects=("octavia.events.>",), ack_wait_s=30.0, max_deliver=10)
@@ -136,6 +148,17 @@ async def connect(url: str, name: str) -> nats.NATS:
     return await nats.connect(
         url, name=f"octavia-{name}", connect_timeout=3, max_reconnect_attempts=-1, reconnect_time_wait=1, allow_reconnect=True
     )
+
+
+async def _drop_legacy_worker(js: JetStreamContext, name: str) -> None:
+    """Before priorities, each service had one consumer `<service>-worker` over all of its
+    subjects; a work-queue stream refuses the per-priority ones beside it. Unacked tasks
+    stay in the stream and go to the new consumers."""
+    try:
+        await js.delete_consumer(TASKS_STREAM, name)
+    except NotFoundError:
+        return
+    log.info("bus.legacy_consumer_deleted", stream=TASKS_STREAM, consumer=name)
 
 
 async def declare(js: JetStreamContext, consumers: tuple[Consumer, ...] = ()) -> None:
@@ -149,6 +172,8 @@ async def declare(js: JetStreamContext, consumers: tuple[Consumer, ...] = ()) ->
         else:
             await js.update_stream(wanted)
     for consumer in consumers:
+        if consumer.stream == TASKS_STREAM and consumer.durable.endswith(f"-{PRIORITIES[0]}"):
+            await _drop_legacy_worker(js, consumer.durable.removesuffix(f"-{PRIORITIES[0]}"))
         await js.add_consumer(consumer.stream, consumer.config())
         log.info("bus.consumer_ready", stream=consumer.stream, consumer=consumer.durable)
     await js.create_key_value(KeyValueConfig(bucket=CANCEL_BUCKET, ttl=CANCEL_TTL_S, storage=StorageType.FILE))

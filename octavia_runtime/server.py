@@ -115,8 +115,10 @@ class Runtime:
 
     def run_stages(self, handlers: dict[int, stages.Handler], *, concurrency: int = 1) -> None:
         """Work on the pipeline tasks this service owns (its consumer in `service.consumers`)."""
-        consumer = bus.stage_worker(self.service.name)
-        worker = stages.StageWorker(self.js, consumer, handlers, domain=f"{self.service.name}.octavia", concurrency=concurrency)
+        consumers = bus.stage_workers(self.service.name)
+        worker = stages.StageWorker(
+            self.nc, self.js, consumers, handlers, domain=f"{self.service.name}.octavia", concurrency=concurrency
+        )
         self.background(worker.run(), name="stage-worker")
 
     def remote_blobs(self) -> RemoteBlobs:

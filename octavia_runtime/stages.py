@@ -48,6 +48,10 @@ log = structlog.get_logger("stages")
 
 WORKER_ID = f"{socket.gethostname()}/{os.getpid()}"
 PROGRESS_INTERVAL_S = 0.5  # at most two progress events a second per task
+# An empty consumer answers a fetch only when the request expires: this is what looking at
+# an empty priority costs before the next one is tried.
+TAKE_TIMEOUT_S = 0.02
+IDLE_POLL_S = 5.0  # look again this often even without a doorbell (one may have been missed)
 CANCEL_POLL_S = 1.0
 
 
@@ -147,41 +151,77 @@ def error_status(reason: str, message: str, domain: str, code: int) -> status_pb
 
 
 class StageWorker:
-    """Runs `handlers` for the tasks on `consumer`, `concurrency` at a time."""
+    """Runs `handlers` for the tasks on `consumers` (one per priority, highest first), `concurrency` at a time.
+
+    A free slot takes the next task from the highest priority that has one.
+    While there is nothing, it sleeps until a task is published on one of its
+    subjects (a core NATS subscription on them is the doorbell; the task
+    itself is fetched from JetStream) or IDLE_POLL_S passes.
+    """
 
     def __init__(
         self,
+        nc,
         js,
-        consumer: bus.Consumer,
+        consumers: tuple[bus.Consumer, ...],
         handlers: dict[int, Handler],
         *,
         domain: str,
         concurrency: int = 1,
     ):
+        self.nc = nc
         self.js = js
-        self.consumer = consumer
+        self.consumers = consumers
         self.handlers = handlers
         self.domain = domain
         self.concurrency = concurrency
         self._cancel_kv = None
+        self._doorbells = [asyncio.Event() for _ in range(concurrency)]
 
     async def run(self) -> None:
         self._cancel_kv = await self.js.key_value(bus.CANCEL_BUCKET)
-        sub = await self.js.pull_subscribe_bind(durable=self.consumer.durable, stream=self.consumer.stream)
-        await asyncio.gather(*(self._loop(sub) for _ in range(self.concurrency)))
+        subs = [await self.js.pull_subscribe_bind(durable=c.durable, stream=c.stream) for c in self.consumers]
 
-    async def _loop(self, sub) -> None:
+        async def ring(_msg) -> None:
+            for doorbell in self._doorbells:
+                doorbell.set()
+
+        subjects = {subject for consumer in self.consumers for subject in consumer.subjects}
+        bells = [await self.nc.subscribe(subject, cb=ring) for subject in sorted(subjects)]
+        try:
+            await asyncio.gather(*(self._loop(subs, doorbell) for doorbell in self._doorbells))
+        finally:
+            for bell in bells:
+                await bell.unsubscribe()
+
+    async def _loop(self, subs, doorbell: asyncio.Event) -> None:
         while True:
+            doorbell.clear()
+            msg = await self._take(subs)
+            if msg is not None:
+                await self._handle(msg)
+                continue
             try:
-                messages = await sub.fetch(1, timeout=5)
+                await asyncio.wait_for(doorbell.wait(), IDLE_POLL_S)
+            except TimeoutError:
+                pass
+
+    async def _take(self, subs):
+        """The next task, from the highest priority that has one; None when all are empty."""
+        for sub in subs:
+            try:
+                return (await sub.fetch(1, timeout=TAKE_TIMEOUT_S))[0]
             except (TimeoutError, NatsTimeout):
                 continue
-            except Exception as exc:  # noqa: BLE001 - NATS reconnecting: wait and pull again
+            except Exception as exc:  # noqa: BLE001 - NATS reconnecting: try again shortly
                 log.warning("stages.fetch_failed", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(1)
-                continue
-            for msg in messages:
-                await self._handle(msg)
+                return None
+        return None
+
+    @property
+    def max_deliver(self) -> int:
+        return self.consumers[0].max_deliver
 
     async def _handle(self, msg) -> None:
         try:
@@ -192,7 +232,7 @@ class StageWorker:
             return
         stage = stage_name(task.stage)
         delivery = msg.metadata.num_delivered
-        last_try = delivery >= self.consumer.max_deliver
+        last_try = delivery >= self.max_deliver
         structlog.contextvars.bind_contextvars(job_id=task.job, task_id=task.task_id, stage=stage, delivery=delivery)
         started = time.monotonic()
         ctx = StageContext(task, self.domain, lambda pct, text: self._publish(task, stages_pb2.STAGE_OUTCOME_PROGRESS, progress=(pct, text)))
@@ -232,7 +272,7 @@ class StageWorker:
     async def _run(self, ctx: StageContext, msg, handler: Handler) -> StageOutput:
         """The handler, with heartbeats, the cancel flag and the deadline watched beside it."""
         work = asyncio.create_task(handler(ctx))
-        heartbeat = self.consumer.ack_wait_s / 3
+        heartbeat = self.consumers[0].ack_wait_s / 3
         limit = ctx.task.time_limit.ToTimedelta()
         deadline = datetime.now(UTC) + limit if limit.total_seconds() > 0 else None
         if ctx.task.HasField("deadline"):
@@ -273,7 +313,7 @@ class StageWorker:
             await msg.term()
             STAGE_SECONDS.labels(stage=stage, outcome="failed").observe(elapsed)
             return
-        backoff = self.consumer.backoff_s
+        backoff = self.consumers[0].backoff_s
         delay = backoff[min(msg.metadata.num_delivered - 1, len(backoff) - 1)]
         log.warning("stages.retrying", reason=exc.reason, error=exc.message, retry_in_s=delay)
         await self._publish(

@@ -62,5 +62,5 @@ SERVICE = Service(
     apis=(media_pb2.DESCRIPTOR.services_by_name["MediaService"].full_name,),
     setup=setup,
     nats=True,
-    consumers=(bus.stage_worker("media"),),
+    consumers=bus.stage_workers("media"),
 )

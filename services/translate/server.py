@@ -30,5 +30,5 @@ SERVICE = Service(
     setup=setup,
     postgres=False,  # holds no data: models live in the process, work arrives over JetStream
     nats=True,
-    consumers=(bus.stage_worker("translate"),),
+    consumers=bus.stage_workers("translate"),
 )

@@ -20,5 +20,5 @@ SERVICE = Service(
     setup=setup,
     postgres=False,  # holds no data: models live in the process, work arrives over JetStream
     nats=True,
-    consumers=(bus.stage_worker("tts"),),
+    consumers=bus.stage_workers("tts"),
 )

@@ -80,12 +80,14 @@ async def test_jetstream_streams_and_worker_consumers_are_declared_and_redeclari
     nc = await bus.connect(stack.nats_url, "test")
     try:
         js = nc.jetstream()
-        await bus.declare(js, (bus.stage_worker("media"),))  # a second declaration changes nothing
+        await bus.declare(js, bus.stage_workers("media"))  # a second declaration changes nothing
         tasks = await js.stream_info(bus.TASKS_STREAM)
         assert tasks.config.subjects == ["octavia.tasks.>"]
         for service in ("media", "transcribe", "translate", "tts"):
-            consumer = await js.consumer_info(bus.TASKS_STREAM, f"{service}-worker")
-            assert consumer.config.filter_subjects == list(bus.stage_worker(service).subjects)
+            for priority, wanted in zip(bus.PRIORITIES, bus.stage_workers(service)):
+                consumer = await js.consumer_info(bus.TASKS_STREAM, f"{service}-worker-{priority}")
+                assert consumer.config.filter_subjects == list(wanted.subjects)
+                assert all(subject.endswith(f".{priority}") for subject in wanted.subjects)
         orchestrator = await js.consumer_info(bus.EVENTS_STREAM, bus.ORCHESTRATOR.durable)
         assert orchestrator.config.ack_policy == AckPolicy.EXPLICIT
     finally:

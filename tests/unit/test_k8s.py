@@ -30,6 +30,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
+from octavia_runtime import bus
 from octavia_runtime.server import LIVENESS
 import yaml
 
@@ -418,14 +419,16 @@ def test_stage_workers_scale_on_jetstream_lag(manifests, scaled_objects):
             assert isinstance(spec[key], int), f"{svc}: {key} must be an integer"
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
 
-        (trigger,) = spec["triggers"]
-        assert trigger["type"] == "nats-jetstream"
-        metadata = trigger["metadata"]
-        assert all(isinstance(v, str) for v in metadata.values()), f"{svc}: KEDA trigger metadata values are strings"
-        assert metadata == {
-            "natsServerMonitoringEndpoint": "nats.octavia.svc:8222",
-            "account": "$G",
-            "stream": "OCTAVIA_TASKS",
-            "consumer": f"{svc}-worker",
-            "lagThreshold": "5",
-        }
+        triggers = spec["triggers"]
+        assert [t["metadata"]["consumer"] for t in triggers] == [c.durable for c in bus.stage_workers(svc)]
+        for trigger in triggers:
+            assert trigger["type"] == "nats-jetstream"
+            metadata = trigger["metadata"]
+            assert all(isinstance(v, str) for v in metadata.values()), f"{svc}: KEDA trigger metadata values are strings"
+            assert metadata == {
+                "natsServerMonitoringEndpoint": "nats.octavia.svc:8222",
+                "account": "$G",
+                "stream": "OCTAVIA_TASKS",
+                "consumer": metadata["consumer"],
+                "lagThreshold": "5",
+            }
