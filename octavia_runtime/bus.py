@@ -73,11 +73,6 @@ def task_subject(stage: str, priority: str) -> str:
     return f"octavia.tasks.{stage}.{priority}"
 
 
-def stage_subjects(stage: str) -> str:
-    """Every task of a stage, whatever its priority."""
-    return f"octavia.tasks.{stage}.>"
-
-
 def event_subject(job_id: str) -> str:
     return f"octavia.events.{job_id}"
 
@@ -92,9 +87,9 @@ CANCEL_BUCKET = "octavia_cancel"
 CANCEL_TTL_S = DAY_S
 
 
-def max_deliveries_advisory(consumer: Consumer) -> str:
-    """Where JetStream announces a message of `consumer` that ran out of deliveries."""
-    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{consumer.stream}.{consumer.durable}"
+def max_deliveries_advisories(stream: str) -> str:
+    """Where JetStream announces a message of any consumer of `stream` that ran out of deliveries."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*"
 
 
 @dataclass(frozen=True)

@@ -217,8 +217,7 @@ class Runner:
 
     async def watch_exhausted(self) -> None:
         """Fail the job of a task JetStream gave up on (its workers died on every delivery)."""
-        subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{bus.TASKS_STREAM}.*"
-        sub = await self.nc.subscribe(subject)
+        sub = await self.nc.subscribe(bus.max_deliveries_advisories(bus.TASKS_STREAM))
         async for msg in sub.messages:
             try:
                 advisory = json.loads(msg.data)
