@@ -17,11 +17,13 @@ from octavia.translate.v1 import translate_pb2, translate_pb2_grpc
 from octavia_runtime import bus
 from octavia_runtime.auth import current_user_id
 from octavia_runtime.errors import ApiError, invalid_argument, not_found, unimplemented
+from octavia_runtime.languages import primary_language
 from octavia_runtime.pagination import keyset_after, keyset_page, page_size
 from octavia_runtime.resources import parse_name
 
 from . import orchestrator, pipeline
-from .runner import Runner, _frame_rate
+from .pipeline import video_frame_rate
+from .runner import Runner
 from .store import JobStore
 from .views import TERMINAL_STATES, job_event, job_message, now
 
@@ -36,11 +38,6 @@ _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _SUPPORTED_KINDS = (P.JOB_KIND_TRANSCRIPTION, P.JOB_KIND_SUBTITLES)
 
 
-def primary(tag: str) -> str:
-    """`pt-BR` -> `pt`: engines are chosen by the primary language subtag."""
-    return tag.split("-", 1)[0].lower()
-
-
 class Catalogue:
     """What the transcribe and translate workers can do, asked over gRPC and kept briefly."""
 
@@ -53,7 +50,9 @@ class Catalogue:
     async def pairs(self) -> set[tuple[str, str]]:
         if self._pairs is None or time.monotonic() - self._pairs[0] > CATALOGUE_TTL_S:
             reply = await self.translate.ListLanguagePairs(translate_pb2.ListLanguagePairsRequest(), timeout=5)
-            pairs = {(primary(p.source_language), primary(p.target_language)) for p in reply.language_pairs}
+            pairs = {
+                (primary_language(p.source_language), primary_language(p.target_language)) for p in reply.language_pairs
+            }
             self._pairs = (time.monotonic(), pairs)
         return self._pairs[1]
 
@@ -94,7 +93,7 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         job.media_duration.CopyFrom(asset.media_info.duration)
         job.request_id = request.request_id
         job.priority = spec.priority or P.PRIORITY_DEFAULT
-        frame_rate = _frame_rate(asset.media_info)
+        frame_rate = video_frame_rate(asset.media_info)
         effects = orchestrator.start(job, pipeline.plan(job.kind, list(job.target_languages)), now(), frame_rate)
         row, created = await self.store.create(
             job_id, owner, job, request.request_id or None, request_hash, effects.publish, frame_rate
@@ -131,12 +130,12 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
             bad["job.target_languages"] = "at least one target language is required"
         if len(targets) > MAX_TARGETS:
             bad["job.target_languages"] = f"at most {MAX_TARGETS} languages"
-        if len({primary(t) for t in targets}) != len(targets):
+        if len({primary_language(t) for t in targets}) != len(targets):
             bad["job.target_languages"] = "languages must not repeat"
         for tag in (*targets, *([job.source_language] if job.source_language else [])):
             if not _LANGUAGE.match(tag):
                 bad["job.target_languages" if tag in targets else "job.source_language"] = f"{tag!r} is not a BCP-47 language tag"
-        if job.source_language and primary(job.source_language) in {primary(t) for t in targets}:
+        if job.source_language and primary_language(job.source_language) in {primary_language(t) for t in targets}:
             bad["job.target_languages"] = "a target language must differ from the source language"
         if len(job.display_name) > MAX_DISPLAY_NAME:
             bad["job.display_name"] = f"at most {MAX_DISPLAY_NAME} characters"
@@ -169,8 +168,8 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
                 {"job.transcription_options.model": f"{model_name!r} is not available; available: {', '.join(sorted(models))}"},
                 reason="UNSUPPORTED_MODEL",
             )
-        source = primary(job.source_language) if job.source_language else ""
-        if source and model.languages and source not in {primary(lang) for lang in model.languages}:
+        source = primary_language(job.source_language) if job.source_language else ""
+        if source and model.languages and source not in {primary_language(lang) for lang in model.languages}:
             raise invalid_argument(
                 {"job.source_language": f"model {model_name} does not recognize {job.source_language}"},
                 reason="UNSUPPORTED_LANGUAGE",
@@ -179,12 +178,12 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
             return
         pairs = await self.catalogue.pairs()
         for target in job.target_languages:
-            if source and (source, primary(target)) not in pairs:
+            if source and (source, primary_language(target)) not in pairs:
                 raise invalid_argument(
                     {"job.target_languages": f"no engine translates {job.source_language} to {target}"},
                     reason="UNSUPPORTED_LANGUAGE",
                 )
-            if not source and not any(t == primary(target) for _, t in pairs):
+            if not source and not any(t == primary_language(target) for _, t in pairs):
                 raise invalid_argument(
                     {"job.target_languages": f"no engine translates into {target}"}, reason="UNSUPPORTED_LANGUAGE"
                 )

@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 
 from google.protobuf import duration_pb2
 from octavia.jobs.v1 import jobs_pb2, stages_pb2
+from octavia.media.v1 import media_pb2
 
 from octavia_runtime.stages import stage_name
 
@@ -191,3 +192,11 @@ def artifact_filename(job: jobs_pb2.Job, ref: stages_pb2.ArtifactRef) -> str:
     ext = ref.key.rsplit(".", 1)[-1]
     language = f".{ref.language}" if ref.language else ""
     return f"{stem}{language}.{ext}"
+
+
+def video_frame_rate(info: media_pb2.MediaInfo) -> float:
+    """The frame rate of the input's moving picture (cover art does not count); 0 without one."""
+    for stream in info.streams:
+        if stream.type == media_pb2.STREAM_TYPE_VIDEO and not stream.attached_picture and stream.frame_rate > 0:
+            return stream.frame_rate
+    return 0.0

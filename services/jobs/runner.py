@@ -168,7 +168,7 @@ class Runner:
 
         def change(locked: Locked) -> Effects:
             if event.WhichOneof("result") == "probe":
-                locked.frame_rate = _frame_rate(event.probe.media_info) or locked.frame_rate
+                locked.frame_rate = pipeline.video_frame_rate(event.probe.media_info) or locked.frame_rate
             nodes = pipeline.plan(locked.job.kind, list(locked.job.target_languages))
             return orchestrator.on_event(
                 _named(locked), nodes, event, now(), assets=assets, deadlines=locked.deadlines, frame_rate=locked.frame_rate
@@ -240,10 +240,3 @@ def _named(locked: Locked) -> jobs_pb2.Job:
     locked.job.name = f"jobs/{locked.row.id}"
     locked.job.owner = f"users/{locked.row.owner_id}"
     return locked.job
-
-
-def _frame_rate(info: media_pb2.MediaInfo) -> float:
-    for stream in info.streams:
-        if stream.type == media_pb2.STREAM_TYPE_VIDEO and not stream.attached_picture and stream.frame_rate > 0:
-            return stream.frame_rate
-    return 0.0

@@ -31,6 +31,7 @@ from octavia.transcribe.v1 import transcribe_pb2
 from octavia.translate.v1 import translate_pb2
 
 from octavia_runtime.config import Config
+from octavia_runtime.languages import primary_language  # noqa: F401 - part of this module's API
 from octavia_runtime.packages import installed
 
 log = structlog.get_logger("translate.engines")
@@ -67,16 +68,6 @@ class TranslationCancelled(TranslationError):
 
 
 # --- language tags ----------------------------------------------------------------------------
-
-
-def primary_language(tag: str) -> str:
-    """The key under which a BCP-47 tag is looked up: its primary subtag, lower-cased.
-
-    `pt-BR`, `pt_PT` and `PT` all become `pt`; `en-US` becomes `en`. Engines
-    are chosen by language alone: a regional variant is served by the
-    language's engine (Bergamot's Portuguese is Brazilian).
-    """
-    return tag.strip().replace("_", "-").split("-", 1)[0].lower()
 
 
 def canonical_tag(tag: str) -> str:

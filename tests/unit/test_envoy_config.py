@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from octavia_runtime.config import DEFAULT_BLOB_PORT, DEFAULT_GRPC_PORTS, DEFAULT_INFRA_PORTS, SERVICES, load
+from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -52,17 +52,6 @@ def validate(envoy_bin: str, text: str, tmp_path: Path, name: str = "envoy.yaml"
         cwd=cwd or tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0 and "OK" in result.stdout, f"envoy rejected {name}:\n{result.stdout}\n{result.stderr}"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def octavia_routes(p: dict) -> dict[str, dict]:

@@ -7,7 +7,6 @@ this process, with no gRPC service running: blob transfers need none.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import yaml
 from octavia_runtime.config import DEFAULT_BLOB_PORT, SERVICES, Config, load
 from services.media.blobserver import BlobServer
 from services.media.storage import LocalBlobStore
+from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -59,17 +59,6 @@ def test_the_blob_cluster_follows_the_media_host_and_blob_port():
 
 
 # ---------------------------------------------------------------------------- live
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def envoy_binary() -> str:
