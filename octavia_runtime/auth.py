@@ -67,6 +67,33 @@ def set_principal(principal: Principal) -> contextvars.Token:
     return _current.set(principal)
 
 
+# The caller's network address, worked out only when asked (rate limits by client address).
+_client: contextvars.ContextVar[tuple[str, grpc.aio.ServicerContext | None]] = contextvars.ContextVar(
+    "client", default=("", None)
+)
+
+
+def set_client(forwarded_for: str, context: grpc.aio.ServicerContext) -> None:
+    _client.set((forwarded_for, context))
+
+
+def client_address() -> str:
+    """The address of the client of the current RPC.
+
+    Through Envoy (use_remote_address) that is the last X-Forwarded-For entry,
+    which Envoy itself appends; earlier entries come from the client and are
+    not trusted. A direct gRPC caller is the connection's peer.
+    """
+    forwarded_for, context = _client.get()
+    if forwarded_for:
+        return forwarded_for.rsplit(",", 1)[-1].strip()
+    peer = context.peer() if context is not None else ""  # "ipv4:127.0.0.1:5432", "ipv6:[::1]:5432"
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rpartition("]")[0].lstrip("[")
+    return rest.rpartition(":")[0] if kind == "ipv4" else peer
+
+
 def current_user_id() -> str:
     """The id of the calling user; a service or anonymous caller is refused."""
     principal = _current.get()

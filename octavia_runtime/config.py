@@ -9,6 +9,7 @@ a bad value stops the process with a message naming the variable.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +29,65 @@ DEFAULT_BLOB_PORT = 50058
 DEV_JWT_SECRET = "octavia-dev-jwt-secret-change-me-0123456789"
 DEV_SERVICE_SECRET = "octavia-dev-service-secret-change-me-0123456789"
 DEV_BLOB_SIGNING_KEY = "octavia-dev-blob-signing-key-change-me-0123456789"
+# The local fake payments provider's token and Standard Webhooks secret ("whsec_" + base64).
+DEV_POLAR_TOKEN = "polar_oat_octavia_dev_token_change_me_0123456789"
+DEV_POLAR_WEBHOOK_SECRET = "whsec_b2N0YXZpYS1kZXYtd2ViaG9vay1zZWNyZXQtY2hhbmdlLW1l"
+
+# Local stand-ins for the outside world, run by `make up` (scripts/stack.py): an SMTP sink
+# that keeps every email under var/mail, and a fake payments provider speaking Polar's API.
+DEFAULT_SMTP_PORT = 50025
+DEFAULT_POLAR_PORT = 50071
+
+# Rate limits: name -> (requests, per seconds). OCTAVIA_RATE_LIMITS overrides any of them,
+# as "login_account=5/300,signup_address=100/3600".
+DEFAULT_RATE_LIMITS = {
+    "login_account": (10, 900),  # failed log-ins per account
+    "login_address": (60, 900),  # log-in attempts per client address
+    "signup_address": (20, 3600),  # sign-ups per client address
+    "create_job_user": (120, 60),  # jobs created per user
+}
+
+# Credits per minute of media per job kind: "<kind>=<per minute>[+<per minute per target language>]".
+DEFAULT_PRICES = "transcription=10,subtitles=10+5,audio_translation=20+30,video_dubbing=30+40"
+# Credit packs on sale: "<id>=<display name>|<credits>|<price in minor units>|<currency>|<provider product id>;...".
+DEFAULT_CREDIT_PACKS = (
+    "starter=Starter|1000|1000|USD|prod_octavia_starter;"
+    "creator=Creator|6000|5000|USD|prod_octavia_creator;"
+    "studio=Studio|30000|20000|USD|prod_octavia_studio"
+)
+JOB_KINDS = ("transcription", "subtitles", "audio_translation", "video_dubbing")
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `requests` per `period_s` seconds (smoothly: one every period_s / requests)."""
+
+    requests: int
+    period_s: int
+
+
+@dataclass(frozen=True)
+class Price:
+    """Credits per minute of media for one job kind."""
+
+    per_minute: int
+    per_minute_per_language: int = 0
+
+
+@dataclass(frozen=True)
+class CreditPack:
+    id: str
+    display_name: str
+    credits: int
+    price_minor_units: int
+    currency: str
+    product_id: str  # the payment provider's product
 
 
 @dataclass(frozen=True)
@@ -85,6 +139,25 @@ class Config:
     models_dir: Path
     whisper_model: str
     marian_dir: str  # empty: none; else a folder of Marian model folders named <source>-<target>
+    # Mail (auth): verification emails through SMTP; links in them point at the web app.
+    smtp_host: str
+    smtp_port: int
+    smtp_username: str
+    smtp_password: str = field(repr=False)
+    smtp_security: str  # none, starttls or tls
+    mail_from: str
+    app_url: str
+    require_verified_email: bool  # may unverified users create jobs?
+    rate_limits: Mapping[str, RateLimit]
+    # Money (billing): prices by job kind name, the billing unit, credits a new account starts with.
+    prices: Mapping[str, Price]
+    billing_unit_s: int
+    welcome_credits: int
+    credit_packs: tuple[CreditPack, ...]
+    # The payments provider (Polar's API): base URL, access token, Standard Webhooks secret.
+    polar_api_url: str
+    polar_token: str = field(repr=False)
+    polar_webhook_secret: str = field(repr=False)
 
     def endpoint(self, service: str) -> Endpoint:
         return self.endpoints[service]
@@ -122,6 +195,14 @@ class _Env:
             raise ConfigError(f"{name}={value!r} is not a {' or '.join(schemes)} URL with a host")
         return value
 
+    def bool(self, name: str, default: bool) -> bool:
+        raw = self.environ.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"{name}={raw!r} must be true or false")
+        return raw in ("1", "true", "yes")
+
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.str(name, default).lower()
         if value not in choices:
@@ -149,10 +230,14 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     jwt_secret = env.str("OCTAVIA_JWT_SECRET", DEV_JWT_SECRET)
     service_secret = env.str("OCTAVIA_SERVICE_SECRET", DEV_SERVICE_SECRET)
     blob_signing_key = env.str("OCTAVIA_BLOB_SIGNING_KEY", DEV_BLOB_SIGNING_KEY)
+    polar_token = env.str("OCTAVIA_POLAR_TOKEN", DEV_POLAR_TOKEN)
+    polar_webhook_secret = env.str("OCTAVIA_POLAR_WEBHOOK_SECRET", DEV_POLAR_WEBHOOK_SECRET)
     for var, value, dev in (
         ("OCTAVIA_JWT_SECRET", jwt_secret, DEV_JWT_SECRET),
         ("OCTAVIA_SERVICE_SECRET", service_secret, DEV_SERVICE_SECRET),
         ("OCTAVIA_BLOB_SIGNING_KEY", blob_signing_key, DEV_BLOB_SIGNING_KEY),
+        ("OCTAVIA_POLAR_TOKEN", polar_token, DEV_POLAR_TOKEN),
+        ("OCTAVIA_POLAR_WEBHOOK_SECRET", polar_webhook_secret, DEV_POLAR_WEBHOOK_SECRET),
     ):
         if len(value) < 32:
             raise ConfigError(f"{var} must be at least 32 characters long")
@@ -196,7 +281,81 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         models_dir=Path(env.str("OCTAVIA_MODELS_DIR", str(var_dir / "models"))).resolve(),
         whisper_model=env.str("OCTAVIA_WHISPER_MODEL", "base"),
         marian_dir=env.str("OCTAVIA_MARIAN_DIR", ""),
+        smtp_host=env.str("OCTAVIA_SMTP_HOST", "127.0.0.1"),
+        smtp_port=env.port("OCTAVIA_SMTP_PORT", DEFAULT_SMTP_PORT),
+        smtp_username=env.str("OCTAVIA_SMTP_USERNAME", ""),
+        smtp_password=env.str("OCTAVIA_SMTP_PASSWORD", ""),
+        smtp_security=env.choice("OCTAVIA_SMTP_SECURITY", "none", ("none", "starttls", "tls")),
+        mail_from=env.str("OCTAVIA_MAIL_FROM", "Octavia <no-reply@octavia.localhost>"),
+        app_url=env.url("OCTAVIA_APP_URL", next((o for o in origins if "*" not in o), "http://localhost:3000"), ("http", "https")).rstrip("/"),
+        require_verified_email=env.bool("OCTAVIA_REQUIRE_VERIFIED_EMAIL", False),
+        rate_limits=_rate_limits(env.str("OCTAVIA_RATE_LIMITS", "")),
+        prices=_prices(env.str("OCTAVIA_PRICES", DEFAULT_PRICES)),
+        billing_unit_s=env.int("OCTAVIA_BILLING_UNIT_S", 1, 1, 3600),
+        welcome_credits=env.int("OCTAVIA_WELCOME_CREDITS", 100, 0, 10**9),
+        credit_packs=_credit_packs(env.str("OCTAVIA_CREDIT_PACKS", DEFAULT_CREDIT_PACKS)),
+        polar_api_url=env.url("OCTAVIA_POLAR_API_URL", f"http://127.0.0.1:{DEFAULT_POLAR_PORT}", ("http", "https")).rstrip("/"),
+        polar_token=polar_token,
+        polar_webhook_secret=polar_webhook_secret,
     )
+
+
+def _rate_limits(raw: str) -> dict[str, RateLimit]:
+    limits = {name: RateLimit(*value) for name, value in DEFAULT_RATE_LIMITS.items()}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, spec = item.partition("=")
+        requests, _, period = spec.partition("/")
+        name = name.strip()
+        if name not in limits or not requests.strip().isdigit() or not period.strip().isdigit():
+            raise ConfigError(
+                f"OCTAVIA_RATE_LIMITS: {item!r} is not <name>=<requests>/<seconds> with a name among {', '.join(limits)}"
+            )
+        if int(requests) < 1 or int(period) < 1:
+            raise ConfigError(f"OCTAVIA_RATE_LIMITS: {item!r} needs at least 1 request per at least 1 second")
+        limits[name] = RateLimit(int(requests), int(period))
+    return limits
+
+
+def _prices(raw: str) -> dict[str, Price]:
+    prices = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        kind, _, spec = item.partition("=")
+        base, _, per_language = spec.partition("+")
+        kind = kind.strip().lower()
+        if kind not in JOB_KINDS or not base.strip().isdigit() or not (per_language.strip() or "0").isdigit():
+            raise ConfigError(
+                f"OCTAVIA_PRICES: {item!r} is not <kind>=<credits per minute>[+<per target language>]"
+                f" with a kind among {', '.join(JOB_KINDS)}"
+            )
+        prices[kind] = Price(int(base), int(per_language.strip() or 0))
+    missing = [kind for kind in JOB_KINDS if kind not in prices]
+    if missing:
+        raise ConfigError(f"OCTAVIA_PRICES has no price for {', '.join(missing)}")
+    return prices
+
+
+def _credit_packs(raw: str) -> tuple[CreditPack, ...]:
+    packs = []
+    for item in filter(None, (part.strip() for part in raw.split(";"))):
+        pack_id, _, spec = item.partition("=")
+        fields = [f.strip() for f in spec.split("|")]
+        if (
+            not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", pack_id.strip())
+            or len(fields) != 5
+            or not fields[1].isdigit()
+            or not fields[2].isdigit()
+            or not re.fullmatch(r"[A-Z]{3}", fields[3])
+            or not fields[0]
+            or not fields[4]
+        ):
+            raise ConfigError(
+                f"OCTAVIA_CREDIT_PACKS: {item!r} is not"
+                " <id>=<display name>|<credits>|<price in minor units>|<currency>|<product id>"
+            )
+        packs.append(CreditPack(pack_id.strip(), fields[0], int(fields[1]), int(fields[2]), fields[3], fields[4]))
+    if len({p.id for p in packs}) != len(packs):
+        raise ConfigError("OCTAVIA_CREDIT_PACKS names a pack twice")
+    return tuple(sorted(packs, key=lambda p: p.price_minor_units))
 
 
 def to_environ(config: Config) -> dict[str, str]:
@@ -232,6 +391,28 @@ def to_environ(config: Config) -> dict[str, str]:
         "OCTAVIA_MODELS_DIR": str(config.models_dir),
         "OCTAVIA_WHISPER_MODEL": config.whisper_model,
         "OCTAVIA_MARIAN_DIR": config.marian_dir,
+        "OCTAVIA_SMTP_HOST": config.smtp_host,
+        "OCTAVIA_SMTP_PORT": str(config.smtp_port),
+        "OCTAVIA_SMTP_USERNAME": config.smtp_username,
+        "OCTAVIA_SMTP_PASSWORD": config.smtp_password,
+        "OCTAVIA_SMTP_SECURITY": config.smtp_security,
+        "OCTAVIA_MAIL_FROM": config.mail_from,
+        "OCTAVIA_APP_URL": config.app_url,
+        "OCTAVIA_REQUIRE_VERIFIED_EMAIL": "true" if config.require_verified_email else "false",
+        "OCTAVIA_RATE_LIMITS": ",".join(f"{n}={r.requests}/{r.period_s}" for n, r in config.rate_limits.items()),
+        "OCTAVIA_PRICES": ",".join(
+            f"{kind}={p.per_minute}" + (f"+{p.per_minute_per_language}" if p.per_minute_per_language else "")
+            for kind, p in config.prices.items()
+        ),
+        "OCTAVIA_BILLING_UNIT_S": str(config.billing_unit_s),
+        "OCTAVIA_WELCOME_CREDITS": str(config.welcome_credits),
+        "OCTAVIA_CREDIT_PACKS": ";".join(
+            f"{p.id}={p.display_name}|{p.credits}|{p.price_minor_units}|{p.currency}|{p.product_id}"
+            for p in config.credit_packs
+        ),
+        "OCTAVIA_POLAR_API_URL": config.polar_api_url,
+        "OCTAVIA_POLAR_TOKEN": config.polar_token,
+        "OCTAVIA_POLAR_WEBHOOK_SECRET": config.polar_webhook_secret,
     }
     for name, endpoint in config.endpoints.items():
         environ[f"OCTAVIA_{name.upper()}_HOST"] = endpoint.host

@@ -27,6 +27,7 @@ class ApiError(Exception):
         *,
         fields: Mapping[str, str] | None = None,
         metadata: Mapping[str, str] | None = None,
+        retry_after_s: int | None = None,
     ):
         super().__init__(message)
         self.code = code
@@ -34,6 +35,7 @@ class ApiError(Exception):
         self.message = message
         self.fields = dict(fields or {})
         self.metadata = dict(metadata or {})
+        self.retry_after_s = retry_after_s  # when set: a RetryInfo detail and a `retry-after` header
 
     def to_status(self, domain: str) -> grpc.Status:
         details = [_pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=domain, metadata=self.metadata))]
@@ -42,6 +44,10 @@ class ApiError(Exception):
                 error_details_pb2.BadRequest.FieldViolation(field=name, description=text) for name, text in self.fields.items()
             ]
             details.append(_pack(error_details_pb2.BadRequest(field_violations=violations)))
+        if self.retry_after_s is not None:
+            retry = error_details_pb2.RetryInfo()
+            retry.retry_delay.FromSeconds(self.retry_after_s)
+            details.append(_pack(retry))
         return rpc_status.to_status(status_pb2.Status(code=self.code.value[0], message=self.message, details=details))
 
 

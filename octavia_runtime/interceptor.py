@@ -27,6 +27,7 @@ from .auth import (
     Principal,
     ServiceCredentials,
     access_of,
+    set_client,
     set_principal,
 )
 from .errors import ApiError, permission_denied, unauthenticated
@@ -144,6 +145,7 @@ class _Call:
         # In the trailers, not the headers: one write less per call. Through Envoy the
         # client sees x-request-id as a response header (always_set_request_id_in_response).
         self.context.set_trailing_metadata(((REQUEST_ID_HEADER, self.request_id),))
+        set_client(metadata.get("x-forwarded-for", ""), self.context)
         self.principal = await self.interceptor.authenticate(self.method, metadata)
         set_principal(self.principal)
 
@@ -163,10 +165,11 @@ class _Call:
             log.exception("rpc.crashed")
             exc = ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", f"internal error; quote request id {self.request_id}")
         self.code = exc.code
-        await self._abort(exc.to_status(self.interceptor.domain))
+        extra = (("retry-after", str(exc.retry_after_s)),) if exc.retry_after_s is not None else ()
+        await self._abort(exc.to_status(self.interceptor.domain), extra)
 
-    async def _abort(self, status: grpc.Status) -> None:
-        trailers = (*status.trailing_metadata, (REQUEST_ID_HEADER, self.request_id))
+    async def _abort(self, status: grpc.Status, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        trailers = (*status.trailing_metadata, *extra, (REQUEST_ID_HEADER, self.request_id))
         await self.context.abort(status.code, status.details, trailers)
 
     def end(self) -> None:

@@ -45,6 +45,8 @@ def test_production_runs_with_secrets_of_its_own():
             "OCTAVIA_JWT_SECRET": "j" * 40,
             "OCTAVIA_SERVICE_SECRET": "s" * 40,
             "OCTAVIA_BLOB_SIGNING_KEY": "b" * 40,
+            "OCTAVIA_POLAR_TOKEN": "p" * 40,
+            "OCTAVIA_POLAR_WEBHOOK_SECRET": "whsec_" + "w" * 40,
         }
     )
     assert config.jwt_secret != DEV_JWT_SECRET
@@ -55,4 +57,38 @@ def test_the_variables_handed_to_services_rebuild_the_same_config():
     from octavia_runtime.config import to_environ
 
     config = load({"OCTAVIA_AUTH_PORT": "7001", "OCTAVIA_CORS_ORIGINS": "https://a.example,https://b.example"})
+    assert load(to_environ(config)) == config
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"OCTAVIA_RATE_LIMITS": "login_account=ten/60"}, "OCTAVIA_RATE_LIMITS"),
+        ({"OCTAVIA_RATE_LIMITS": "coffee=1/60"}, "OCTAVIA_RATE_LIMITS"),
+        ({"OCTAVIA_PRICES": "transcription=10"}, "OCTAVIA_PRICES"),
+        ({"OCTAVIA_PRICES": "transcription=1,subtitles=1,audio_translation=x,video_dubbing=1"}, "OCTAVIA_PRICES"),
+        ({"OCTAVIA_CREDIT_PACKS": "starter=Starter|1000|USD"}, "OCTAVIA_CREDIT_PACKS"),
+        ({"OCTAVIA_REQUIRE_VERIFIED_EMAIL": "maybe"}, "OCTAVIA_REQUIRE_VERIFIED_EMAIL"),
+    ],
+)
+def test_bad_limits_prices_and_packs_are_refused_naming_their_variable(env, named):
+    with pytest.raises(ConfigError, match=named):
+        load(env)
+
+
+def test_limits_prices_and_packs_parse_and_round_trip():
+    from octavia_runtime.config import Price, RateLimit, to_environ
+
+    config = load(
+        {
+            "OCTAVIA_RATE_LIMITS": "signup_address=1000/60",
+            "OCTAVIA_PRICES": "transcription=2,subtitles=3+1,audio_translation=5+7,video_dubbing=11+13",
+            "OCTAVIA_CREDIT_PACKS": "big=Big pack|500|1999|EUR|prod_big;small=Small|100|499|EUR|prod_small",
+        }
+    )
+    assert config.rate_limits["signup_address"] == RateLimit(1000, 60)
+    assert config.rate_limits["login_account"] == RateLimit(10, 900), "limits not named keep their defaults"
+    assert config.prices["subtitles"] == Price(3, 1)
+    assert [p.id for p in config.credit_packs] == ["small", "big"], "packs are listed cheapest first"
+    assert config.credit_packs[1].display_name == "Big pack"
     assert load(to_environ(config)) == config

@@ -187,6 +187,8 @@ def test_shared_config_satisfies_the_config_contract(manifests):
         "OCTAVIA_JWT_SECRET": "j" * 40,
         "OCTAVIA_SERVICE_SECRET": "s" * 40,
         "OCTAVIA_BLOB_SIGNING_KEY": "b" * 40,
+        "OCTAVIA_POLAR_TOKEN": "p" * 40,
+        "OCTAVIA_POLAR_WEBHOOK_SECRET": "whsec_" + "w" * 40,
     }
     loaded = config.load({**data, **real_secrets})
     assert loaded.environment == "production"
@@ -205,6 +207,7 @@ def test_placeholder_secrets_render_but_refuse_to_run(manifests):
     assert set(values) == {
         "OCTAVIA_DATABASE_URL", "OCTAVIA_JWT_SECRET", "OCTAVIA_SERVICE_SECRET", "OCTAVIA_BLOB_SIGNING_KEY",
         "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",  # media's S3 credentials, read by boto3
+        "OCTAVIA_SMTP_PASSWORD", "OCTAVIA_POLAR_TOKEN", "OCTAVIA_POLAR_WEBHOOK_SECRET",
     }
     assert all("REPLACE" in v for v in values.values()), "placeholders must be marked for replacement"
     data = generated(manifests, "ConfigMap", "octavia-config")["data"]
