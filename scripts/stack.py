@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import ipaddress
 import os
 import pwd
 import signal
@@ -200,6 +201,20 @@ def _nats_ready(port: int) -> bool:
     except OSError:
         return False
     return info.startswith(b"INFO ") and b'"jetstream":true' in info
+
+
+def _smtp_ready(port: int) -> bool:
+    try:
+        return _tcp_exchange(port, None).startswith(b"220 ")
+    except OSError:
+        return False
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _envoy_ready(admin_port: int) -> bool:
@@ -424,6 +439,18 @@ def components(cfg: Config) -> list[Component]:
             prepare=lambda: _prepare_envoy(cfg, paths),
         ),
     ]
+    if _loopback(cfg.smtp_host):  # a real SMTP server elsewhere needs no local stand-in
+        comps.append(
+            Component(
+                name="mail",
+                port=cfg.smtp_port,
+                argv=[sys.executable, "-m", "scripts.mail_sink"],
+                marker="scripts.mail_sink",
+                ready=lambda: _smtp_ready(cfg.smtp_port),
+                ports=[(cfg.smtp_port, "OCTAVIA_SMTP_PORT")],
+                env=env,
+            )
+        )
     for name in SERVICES:
         ep = cfg.endpoint(name)
         ports = [(ep.port, f"OCTAVIA_{name.upper()}_PORT"), (ep.metrics_port, f"OCTAVIA_{name.upper()}_METRICS_PORT")]
@@ -708,7 +735,7 @@ def down(config: Config | None = None) -> None:
         return
     comps = {c.name: c for c in components(cfg)}
     stopped = _stop(paths, [comps[n] for n in SERVICES], cfg.grace_period_s + 5)
-    stopped += _stop(paths, [comps[n] for n in ("envoy", "nats", "valkey")], INFRA_GRACE_S)
+    stopped += _stop(paths, [c for c in comps.values() if not c.is_service and c.name != "postgres"], INFRA_GRACE_S)
     stopped += _stop_postgres(paths, comps["postgres"])
     if stopped:
         print(f"stack down: stopped {', '.join(stopped)} in {time.monotonic() - t0:.1f} s")
