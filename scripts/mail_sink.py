@@ -46,23 +46,27 @@ def _accept_any_login(*_) -> AuthResult:
     return AuthResult(success=True)
 
 
-async def serve(config: Config) -> None:
+async def start(config: Config) -> asyncio.Server:
+    """Listen on 127.0.0.1:<smtp port>; every message lands in `mail_dir(config)`."""
     directory = mail_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
     sink = Sink(directory)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
+    return await asyncio.get_running_loop().create_server(
         lambda: SMTP(sink, hostname="octavia-mail-sink", authenticator=_accept_any_login, auth_require_tls=False),
         host="127.0.0.1",
         port=config.smtp_port,
     )
+
+
+async def main() -> None:
+    config = load()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    print(f"mail sink: 127.0.0.1:{config.smtp_port} -> {directory}", flush=True)
-    async with server:
+        asyncio.get_running_loop().add_signal_handler(sig, stopping.set)
+    async with await start(config):
+        print(f"mail sink: 127.0.0.1:{config.smtp_port} -> {mail_dir(config)}", flush=True)
         await stopping.wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(load()))
+    asyncio.run(main())

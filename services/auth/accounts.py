@@ -9,6 +9,14 @@
 - Access tokens are HS256 JWTs that name the user and the session; only this
   service holds their secret. A token's signature is checked once per process
   and remembered; its expiry and its session are checked on every call.
+- An email address is verified with a random token sent in a link (stored
+  hashed, single use, 24 hours). The email goes out off the request path, so
+  a sign-up neither waits for nor fails with the SMTP server.
+- Rate limits (Valkey, shared by every replica): sign-ups per client address;
+  log-in attempts per client address; failed log-ins per account, checked
+  before the password hash so a locked account does not even cost one, and
+  counted for unknown emails alike so the limit tells nothing about which
+  accounts exist; verification emails a user asks for again.
 """
 
 from __future__ import annotations
@@ -25,11 +33,15 @@ from datetime import UTC, datetime, timedelta
 import argon2
 import grpc
 import jwt
+import redis.asyncio as redis
 
 from octavia_runtime.auth import Principal
-from octavia_runtime.config import Config
+from octavia_runtime.config import Config, RateLimit
 from octavia_runtime.errors import ApiError, invalid_argument, unauthenticated
+from octavia_runtime.ratelimit import Limiter
 
+from .apikeys import ApiKeys
+from .mailer import Mailer
 from .sessions import SessionInfo, Sessions
 from .store import AuthStore, EmailTaken, UserRow
 
@@ -38,6 +50,9 @@ MIN_PASSWORD, MAX_PASSWORD = 10, 128
 MAX_DISPLAY_NAME = 100
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _VERIFIED_TOKENS_MAX = 100_000
+VERIFICATION_TTL = timedelta(hours=24)
+# Enough for a lost or late email, too few to make Octavia send mail for someone.
+RESEND_VERIFICATION_LIMIT = RateLimit(requests=3, period_s=3600)
 
 _hasher = argon2.PasswordHasher()  # argon2id, RFC 9106 low-memory profile
 # Verified against when the email is unknown, so a wrong email costs as long as a wrong password.
@@ -73,7 +88,8 @@ def check_password_strength(password: str, field: str = "password") -> None:
         raise invalid_argument({field: problem}, reason="WEAK_PASSWORD")
 
 
-def _refresh_hash(token: str) -> bytes:
+def _token_hash(token: str) -> bytes:
+    """Refresh and verification tokens are 256 random bits: a fast hash is enough to store them."""
     return hashlib.sha256(token.encode()).digest()
 
 
@@ -81,10 +97,33 @@ def session_info(user: UserRow) -> SessionInfo:
     return SessionInfo(str(user.id), user.email, user.display_name, user.email_verified, user.created_at.isoformat())
 
 
+@dataclass(frozen=True)
+class Limits:
+    login_account: Limiter
+    login_address: Limiter
+    signup_address: Limiter
+    resend_verification: Limiter
+
+    @classmethod
+    def from_config(cls, cache: redis.Redis, config: Config) -> Limits:
+        limits = config.rate_limits
+        return cls(
+            login_account=Limiter(cache, "login_account", limits["login_account"], "failed log-ins for this account"),
+            login_address=Limiter(cache, "login_address", limits["login_address"], "log-in attempts from this address"),
+            signup_address=Limiter(cache, "signup_address", limits["signup_address"], "sign-ups from this address"),
+            resend_verification=Limiter(cache, "resend_verification", RESEND_VERIFICATION_LIMIT, "verification emails"),
+        )
+
+
 class Accounts:
-    def __init__(self, store: AuthStore, sessions: Sessions, config: Config):
+    def __init__(
+        self, store: AuthStore, sessions: Sessions, api_keys: ApiKeys, mailer: Mailer, limits: Limits, config: Config
+    ):
         self.store = store
         self.sessions = sessions
+        self.api_keys = api_keys
+        self.mailer = mailer
+        self.limits = limits
         self.secret = config.jwt_secret
         self.access_ttl = timedelta(seconds=config.access_token_ttl_s)
         self.refresh_ttl = timedelta(seconds=config.refresh_token_ttl_s)
@@ -93,35 +132,81 @@ class Accounts:
 
     # --- sign up and log in ---
 
-    async def sign_up(self, email: str, password: str, display_name: str) -> UserRow:
+    async def sign_up(self, email: str, password: str, display_name: str, *, client: str) -> UserRow:
         email = normalize_email(email)
         check_password_strength(password)
         display_name = display_name.strip() or email.split("@", 1)[0]
         if len(display_name) > MAX_DISPLAY_NAME:
             raise invalid_argument({"display_name": f"must be at most {MAX_DISPLAY_NAME} characters long"})
+        await self.limits.signup_address.hit(client)
         password_hash = await asyncio.to_thread(_hasher.hash, password)
         try:
-            return await self.store.create_user(email, display_name, password_hash)
+            user = await self.store.create_user(email, display_name, password_hash)
         except EmailTaken:
             raise ApiError(
                 grpc.StatusCode.ALREADY_EXISTS, "EMAIL_TAKEN", f"an account with the email {email} already exists"
             ) from None
+        await self._send_verification(user)
+        return user
 
-    async def log_in(self, email: str, password: str) -> tuple[UserRow, Tokens]:
+    async def log_in(self, email: str, password: str, *, client: str) -> tuple[UserRow, Tokens]:
         if not email.strip() or not password:
             missing = {name: "is required" for name, value in (("email", email), ("password", password)) if not value.strip()}
             raise invalid_argument(missing)
-        user = await self.store.user_by_email(email.strip().lower())
+        email = email.strip().lower()
+        await self.limits.login_address.hit(client)
+        await self.limits.login_account.check(email)
+        user = await self.store.user_by_email(email)
         # An unknown email costs the same hash check as a wrong password: no timing hint.
         matches = await asyncio.to_thread(_verify, user.password_hash if user else _DUMMY_HASH, password)
         if user is None or not matches:
+            await self.limits.login_account.hit(email)
             raise unauthenticated("INVALID_CREDENTIALS", "the email or password is wrong")
+        await self.limits.login_account.reset(email)  # the limit counts failures since the last success
         return user, await self._open_session(user)
+
+    # --- email verification ---
+
+    async def _send_verification(self, user: UserRow) -> None:
+        token = secrets.token_urlsafe(32)
+        expires = datetime.now(UTC) + VERIFICATION_TTL
+        await self.store.create_verification(user.id, _token_hash(token), expires)
+        self.mailer.send_verification(user.email, user.display_name, token, expires)
+
+    async def verify_email(self, token: str) -> UserRow:
+        if not token:
+            raise invalid_argument({"token": "is required"})
+        outcome, user_id = await self.store.use_verification(_token_hash(token))
+        if outcome == "unknown":
+            raise invalid_argument({"token": "is not a verification token"}, reason="INVALID_VERIFICATION_TOKEN")
+        if outcome == "used":
+            raise invalid_argument({"token": "was already used"}, reason="VERIFICATION_TOKEN_USED")
+        if outcome == "expired":
+            raise invalid_argument(
+                {"token": "has expired; ask for a new verification email"}, reason="VERIFICATION_TOKEN_EXPIRED"
+            )
+        user = await self.store.user_by_id(user_id)
+        # Every credential of the user says "verified" from this answer on, on every service.
+        active = await self.store.active_sessions_of(user.id)
+        await self.sessions.update([str(session) for session in active], session_info(user))
+        await self.api_keys.owner_changed(user.id)
+        return user
+
+    async def resend_verification(self, user_id: str) -> None:
+        user = await self.store.user_by_id(uuid.UUID(user_id))
+        if user is None:
+            raise unauthenticated("USER_DELETED", "the account of this credential no longer exists")
+        if user.email_verified:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION, "EMAIL_ALREADY_VERIFIED", f"{user.email} is already verified"
+            )
+        await self.limits.resend_verification.hit(user_id)
+        await self._send_verification(user)
 
     async def _open_session(self, user: UserRow) -> Tokens:
         refresh_token = secrets.token_urlsafe(32)
         refresh_expires = datetime.now(UTC) + self.refresh_ttl
-        session_id = await self.store.create_session(user.id, refresh_expires, _refresh_hash(refresh_token))
+        session_id = await self.store.create_session(user.id, refresh_expires, _token_hash(refresh_token))
         await self.sessions.open(str(session_id), session_info(user), refresh_expires)
         access_token, access_expires = self._access_token(user.id, session_id, user.email_verified)
         return Tokens(access_token, access_expires, refresh_token, refresh_expires)
@@ -139,7 +224,7 @@ class Accounts:
             raise invalid_argument({"refresh_token": "is required"})
         new_token = secrets.token_urlsafe(32)
         outcome, session_id, user_id = await self.store.rotate_refresh_token(
-            _refresh_hash(refresh_token), _refresh_hash(new_token)
+            _token_hash(refresh_token), _token_hash(new_token)
         )
         if outcome == "reused":
             await self.sessions.end([str(session_id)])
@@ -185,7 +270,7 @@ class Accounts:
 
     async def authenticate(self, *, access_token: str = "", api_key: str = "") -> Principal:
         if api_key:
-            raise unauthenticated("API_KEYS_NOT_AVAILABLE", "API keys are not implemented yet; use an access token")
+            return await self.api_keys.authenticate(api_key)
         user_id, session_id, verified, expires = self._verified_claims(access_token)
         if expires <= time.time():
             raise unauthenticated("TOKEN_EXPIRED", "the access token has expired; refresh it or log in again")

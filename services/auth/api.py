@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from octavia.auth.v1 import auth_pb2, auth_pb2_grpc
 
-from octavia_runtime.auth import current_principal, current_user_id
+from octavia_runtime.auth import client_address, current_principal, current_user_id
 from octavia_runtime.errors import invalid_argument
-from octavia_runtime.pending import pending
-from octavia_runtime.resources import timestamp
+from octavia_runtime.pagination import keyset_after, keyset_page, page_size
+from octavia_runtime.resources import parse_name, timestamp
 
 from .accounts import Accounts, Tokens, session_info
+from .apikeys import ApiKeys
 from .sessions import SessionInfo
-from .store import UserRow
-
-_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
+from .store import ApiKeyRow, UserRow
 
 
 def user_message(user: UserRow | SessionInfo) -> auth_pb2.User:
@@ -37,26 +36,28 @@ def tokens_message(tokens: Tokens) -> auth_pb2.SessionTokens:
     )
 
 
-@pending(
-    _SERVICE,
-    {
-        "VerifyEmail": "email verification",
-        "ResendVerificationEmail": "email verification",
-        "CreateApiKey": "API keys",
-        "ListApiKeys": "API keys",
-        "DeleteApiKey": "API keys",
-    },
-)
+def api_key_message(row: ApiKeyRow) -> auth_pb2.ApiKey:
+    key = auth_pb2.ApiKey(
+        name=f"apiKeys/{row.id}", display_name=row.display_name, prefix=row.prefix, create_time=timestamp(row.created_at)
+    )
+    if row.last_used_at is not None:
+        key.last_use_time.CopyFrom(timestamp(row.last_used_at))
+    return key
+
+
 class AuthApi(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, accounts: Accounts):
+    def __init__(self, accounts: Accounts, api_keys: ApiKeys):
         self.accounts = accounts
+        self.api_keys = api_keys
 
     async def SignUp(self, request, context):
-        user = await self.accounts.sign_up(request.email, request.password, request.display_name)
+        user = await self.accounts.sign_up(
+            request.email, request.password, request.display_name, client=client_address()
+        )
         return auth_pb2.SignUpResponse(user=user_message(user))
 
     async def LogIn(self, request, context):
-        user, tokens = await self.accounts.log_in(request.email, request.password)
+        user, tokens = await self.accounts.log_in(request.email, request.password, client=client_address())
         return auth_pb2.LogInResponse(user=user_message(user), tokens=tokens_message(tokens))
 
     async def LogOut(self, request, context):
@@ -81,6 +82,30 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
     async def ChangePassword(self, request, context):
         await self.accounts.change_password(current_principal(), request.current_password, request.new_password)
         return auth_pb2.ChangePasswordResponse()
+
+    async def VerifyEmail(self, request, context):
+        return auth_pb2.VerifyEmailResponse(user=user_message(await self.accounts.verify_email(request.token)))
+
+    async def ResendVerificationEmail(self, request, context):
+        await self.accounts.resend_verification(current_user_id())
+        return auth_pb2.ResendVerificationEmailResponse()
+
+    async def CreateApiKey(self, request, context):
+        current_user_id()  # a user's call, not a service's
+        row, secret = await self.api_keys.create(current_principal(), request.display_name)
+        return auth_pb2.CreateApiKeyResponse(api_key=api_key_message(row), secret=secret)
+
+    async def ListApiKeys(self, request, context):
+        limit, after = page_size(request.page_size), keyset_after(request.page_token)
+        rows = await self.api_keys.list(current_user_id(), limit + 1, after)
+        page, next_token = keyset_page(rows, limit)
+        return auth_pb2.ListApiKeysResponse(api_keys=[api_key_message(row) for row in page], next_page_token=next_token)
+
+    async def DeleteApiKey(self, request, context):
+        current_user_id()
+        key_id = parse_name(request.name, "apiKeys")
+        await self.api_keys.delete(current_principal(), key_id, request.name)
+        return auth_pb2.DeleteApiKeyResponse()
 
     async def AuthenticateToken(self, request, context):
         if bool(request.access_token) == bool(request.api_key):

@@ -19,11 +19,30 @@ class UserRow:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class ApiKeyRow:
+    id: UUID
+    display_name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyOwner:
+    """What an API key stands for, as a credential check needs it."""
+
+    key_id: UUID
+    user_id: UUID
+    email_verified: bool
+
+
 class EmailTaken(Exception):
     pass
 
 
 _USER_COLUMNS = "id, email, display_name, password_hash, email_verified, created_at"
+_API_KEY_COLUMNS = "id, display_name, prefix, created_at, last_used_at"
 
 
 class AuthStore:
@@ -114,3 +133,92 @@ class AuthStore:
             keep,
         )
         return [row["id"] for row in rows]
+
+    async def active_sessions_of(self, user_id: UUID) -> list[UUID]:
+        rows = await self.pool.fetch(
+            "SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()", user_id
+        )
+        return [row["id"] for row in rows]
+
+    # --- email verification ---
+
+    async def create_verification(self, user_id: UUID, token_hash: bytes, expires_at: datetime) -> None:
+        await self.pool.execute(
+            "INSERT INTO email_verifications (token_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+            token_hash,
+            user_id,
+            expires_at,
+        )
+
+    async def use_verification(self, token_hash: bytes) -> tuple[str, UUID | None]:
+        """Use up a verification token and mark its user verified.
+
+        Returns (outcome, user_id) with outcome one of "verified", "unknown",
+        "used" or "expired"; only "verified" changes anything.
+        """
+        async with self.pool.acquire() as con, con.transaction():
+            row = await con.fetchrow(
+                "SELECT user_id, used_at, expires_at <= now() AS expired FROM email_verifications"
+                " WHERE token_hash = $1 FOR UPDATE",
+                token_hash,
+            )
+            if row is None:
+                return "unknown", None
+            if row["used_at"] is not None:
+                return "used", row["user_id"]
+            if row["expired"]:
+                return "expired", row["user_id"]
+            await con.execute("UPDATE email_verifications SET used_at = now() WHERE token_hash = $1", token_hash)
+            await con.execute("UPDATE users SET email_verified = true WHERE id = $1", row["user_id"])
+            return "verified", row["user_id"]
+
+    # --- API keys ---
+
+    async def create_api_key(self, user_id: UUID, display_name: str, prefix: str, secret_hash: bytes) -> ApiKeyRow:
+        row = await self.pool.fetchrow(
+            "INSERT INTO api_keys (user_id, display_name, prefix, secret_hash) VALUES ($1, $2, $3, $4)"
+            f" RETURNING {_API_KEY_COLUMNS}",
+            user_id,
+            display_name,
+            prefix,
+            secret_hash,
+        )
+        return ApiKeyRow(**row)
+
+    async def api_keys_of(self, user_id: UUID, limit: int, after: tuple[datetime, UUID] | None = None) -> list[ApiKeyRow]:
+        """The user's keys, newest first, after a (created_at, id) cursor."""
+        rows = await self.pool.fetch(
+            f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE user_id = $1"
+            " AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))"
+            " ORDER BY created_at DESC, id DESC LIMIT $4",
+            user_id,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+        return [ApiKeyRow(**row) for row in rows]
+
+    async def api_key_hashes_of(self, user_id: UUID) -> list[bytes]:
+        rows = await self.pool.fetch("SELECT secret_hash FROM api_keys WHERE user_id = $1", user_id)
+        return [row["secret_hash"] for row in rows]
+
+    async def delete_api_key(self, user_id: UUID, key_id: UUID) -> bytes | None:
+        """Delete one of the user's keys; returns its secret hash, or None if the user has no such key."""
+        return await self.pool.fetchval(
+            "DELETE FROM api_keys WHERE id = $1 AND user_id = $2 RETURNING secret_hash", key_id, user_id
+        )
+
+    async def use_api_key(self, secret_hash: bytes, touch_every_s: int) -> KeyOwner | None:
+        """The owner of a key, recording its use if the last one recorded is `touch_every_s` old."""
+        row = await self.pool.fetchrow(
+            "WITH key AS ("
+            "  SELECT k.id, k.user_id, u.email_verified FROM api_keys k JOIN users u ON u.id = k.user_id"
+            "  WHERE k.secret_hash = $1"
+            "), touched AS ("
+            "  UPDATE api_keys SET last_used_at = now() WHERE id = (SELECT id FROM key)"
+            "  AND (last_used_at IS NULL OR last_used_at <= now() - $2 * interval '1 second')"
+            ") SELECT id AS key_id, user_id, email_verified FROM key",
+            secret_hash,
+            touch_every_s,
+        )
+        return KeyOwner(**row) if row else None

@@ -4,6 +4,7 @@ import grpc
 import pytest
 
 from octavia_runtime.errors import ApiError
+from octavia_runtime.ratelimit import RateLimited
 from services.auth.accounts import check_password_strength, normalize_email
 
 
@@ -39,13 +40,44 @@ class _MemorySessions:
     async def get(self, session_id):
         return self.active.get(session_id)
 
+    async def open(self, session_id, info, expires_at):
+        self.active[session_id] = info
 
-def _accounts(ttl_s=900):
+
+class _Limiter:
+    """Records what a Limiter is asked; `over` makes every check and hit refuse."""
+
+    def __init__(self, over=False):
+        self.over = over
+        self.calls = []
+
+    async def _ask(self, call, key):
+        self.calls.append((call, key))
+        if self.over:
+            raise RateLimited("attempts", 42)
+
+    async def hit(self, key):
+        await self._ask("hit", key)
+
+    async def check(self, key):
+        await self._ask("check", key)
+
+    async def reset(self, key):
+        self.calls.append(("reset", key))
+
+
+def _limits(**over):
+    from services.auth.accounts import Limits
+
+    return Limits(**{name: _Limiter(over.get(name, False)) for name in Limits.__dataclass_fields__})
+
+
+def _accounts(ttl_s=900, store=None, limits=None):
     from octavia_runtime.config import load
     from services.auth.accounts import Accounts
 
     config = load({"OCTAVIA_ACCESS_TOKEN_TTL_S": str(ttl_s)})
-    return Accounts(store=None, sessions=_MemorySessions(), config=config)
+    return Accounts(store, _MemorySessions(), api_keys=None, mailer=None, limits=limits or _limits(), config=config)
 
 
 async def test_a_remembered_token_is_still_refused_once_it_expires(monkeypatch):
@@ -81,3 +113,68 @@ async def test_a_token_whose_session_ended_is_refused_even_when_its_signature_is
     with pytest.raises(ApiError) as caught:
         await accounts.authenticate(access_token=token)
     assert caught.value.reason == "SESSION_ENDED"
+
+
+class _Users:
+    """A store with one user whose password is PASSWORD."""
+
+    def __init__(self):
+        import uuid
+        from datetime import UTC, datetime
+
+        from services.auth.accounts import _hasher
+        from services.auth.store import UserRow
+
+        self.user = UserRow(uuid.uuid4(), "ada@example.com", "Ada", _hasher.hash(PASSWORD), False, datetime.now(UTC))
+        self.lookups = 0
+
+    async def user_by_email(self, email):
+        self.lookups += 1
+        return self.user if email == self.user.email else None
+
+    async def create_session(self, user_id, expires_at, refresh_hash):
+        import uuid
+
+        return uuid.uuid4()
+
+
+PASSWORD = "correct horse 9"
+
+
+async def test_a_locked_account_is_refused_before_any_password_hash(monkeypatch):
+    import services.auth.accounts as accounts_module
+
+    monkeypatch.setattr(accounts_module, "_verify", lambda *_: pytest.fail("a locked account must not cost a hash"))
+    store, limits = _Users(), _limits(login_account=True)
+    with pytest.raises(RateLimited) as caught:
+        await _accounts(store=store, limits=limits).log_in("Ada@example.com", PASSWORD, client="198.51.100.7")
+    assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and caught.value.retry_after_s == 42
+    assert store.lookups == 0
+    assert limits.login_address.calls == [("hit", "198.51.100.7")], "every attempt counts against the address"
+
+
+async def test_only_failed_log_ins_count_against_an_account_known_or_not():
+    store, limits = _Users(), _limits()
+    accounts = _accounts(store=store, limits=limits)
+    for email in ("ada@example.com", "nobody@example.com"):
+        with pytest.raises(ApiError) as caught:
+            await accounts.log_in(email, "wrong password 1", client="198.51.100.7")
+        assert caught.value.reason == "INVALID_CREDENTIALS"
+        assert limits.login_account.calls[-2:] == [("check", email), ("hit", email)]
+    await accounts.log_in("ada@example.com", PASSWORD, client="198.51.100.7")
+    assert limits.login_account.calls[-2:] == [("check", "ada@example.com"), ("reset", "ada@example.com")]
+    assert [call for call, _ in limits.login_address.calls] == ["hit"] * 3
+
+
+async def test_sign_ups_over_the_address_limit_are_refused_before_any_work(monkeypatch):
+    import services.auth.accounts as accounts_module
+
+    class NoHashing:
+        def hash(self, password):
+            pytest.fail("a sign-up over the limit must not cost a hash")
+
+    monkeypatch.setattr(accounts_module, "_hasher", NoHashing())
+    limits = _limits(signup_address=True)
+    with pytest.raises(RateLimited):
+        await _accounts(limits=limits).sign_up("ada@example.com", PASSWORD, "", client="2001:db8::1")
+    assert limits.signup_address.calls == [("hit", "2001:db8::1")]
