@@ -6,8 +6,8 @@ protos/), it works through any HTTP proxy or load balancer that passes HTTP,
 and it behaves exactly as the web app does. Job progress arrives as
 Server-Sent Events (WatchJob through Envoy), parsed as it streams.
 
-    client.py       the API: JSON calls, token refresh, presigned PUT/GET, the job stream
-    credentials.py  the sessions file (0600)
+    client.py       the API: JSON calls, token refresh (or an API key), presigned PUT/GET, the job stream
+    credentials.py  the sessions file (0600), and OCTAVIA_API_KEY
     sse.py          the Server-Sent Events parser
     progress.py     progress bars and lines
     cli.py          arguments and what a job request is made of

@@ -7,7 +7,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .cli import UsageError, api_url, build_parser
 from .client import ApiError, CliError, Client
-from .commands import COMMANDS, Detached
+from .commands import COMMANDS, Detached, error_hint
+from .credentials import api_key
 
 
 def _user_agent() -> str:
@@ -20,14 +21,17 @@ def _user_agent() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = " ".join(filter(None, (args.command, getattr(args, "subcommand", None))))  # `keys create`
     try:
-        with Client(api_url(getattr(args, "api", None)), user_agent=_user_agent()) as client:
-            return COMMANDS[args.command](args, client)
+        with Client(api_url(getattr(args, "api", None)), user_agent=_user_agent(), api_key=api_key()) as client:
+            return COMMANDS[command](args, client)
     except UsageError as exc:
-        print(f"octavia {args.command}: {exc}", file=sys.stderr)
+        print(f"octavia {command}: {exc}", file=sys.stderr)
         return 2
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if hint := error_hint(exc):
+            print(hint, file=sys.stderr)
         return 1
     except CliError as exc:
         print(f"octavia: {exc}", file=sys.stderr)

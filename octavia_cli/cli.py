@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 
 class UsageError(Exception):
@@ -21,6 +21,7 @@ class UsageError(Exception):
 STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 KINDS = ("transcription", "subtitles", "audio-translation", "video-dubbing")
 FORMATS = ("srt", "vtt")
+REASONS = ("purchase", "grant", "hold", "capture", "release", "refund", "adjustment")
 # Media types mimetypes may not know on every system; the API takes only audio/* and video/*.
 EXTRA_TYPES = {
     ".m4a": "audio/mp4",
@@ -40,14 +41,23 @@ EXTRA_TYPES = {
     ".avi": "video/x-msvideo",
 }
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$", re.IGNORECASE)
+_TOKEN_PARAM = re.compile(r"[?&#]token=([^&#\s]+)")
 
 DESCRIPTION = """\
 Octavia from the command line: upload a video or audio file, make a transcript
 or subtitles in other languages, watch the job live and download the files.
+Jobs cost credits per minute of media; buy them in packs.
 
   octavia signup                                  create an account (then you are logged in)
+  octavia verify-email LINK                       confirm your email with the link you were sent
+  octavia prices                                  what jobs cost, and the credit packs on sale
+  octavia buy starter                             buy a pack: pay on the page it shows
   octavia translate talk.mp4 --to pt --subtitles  subtitles in English and Portuguese
   octavia translate talk.mp4 --transcript         a transcript in the spoken language
+  octavia transactions                            where your credits went
+
+Scripts can use an API key instead of logging in: `octavia keys create ci`,
+then set OCTAVIA_API_KEY to the secret it prints.
 """
 
 
@@ -73,6 +83,20 @@ def api_url(given: str | None, environ: Mapping[str, str] | None = None) -> str:
     return url
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _credits(text: str) -> int:
+    value = int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must not be 0: a positive number grants credits, a negative one takes them back")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --api is accepted before or after the command: `octavia --api URL jobs` and `octavia jobs --api URL`.
     common = argparse.ArgumentParser(add_help=False)
@@ -87,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, parents=[common])
+    def command(name: str, help: str, within=sub) -> argparse.ArgumentParser:
+        return within.add_parser(name, help=help, description=help, parents=[common])
 
     for name, help in (("login", "log in and keep the session"), ("signup", "create an account and log in")):
         p = command(name, help)
@@ -96,9 +120,46 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
         if name == "signup":
             p.add_argument("--name", dest="display_name", help="the name to show (default: the email's local part)")
-    command("logout", "end the session and forget its tokens")
+    p = command("logout", "end the session and forget its tokens")
+    p.add_argument("--everywhere", action="store_true", help="end every session of your account, on every device")
     command("whoami", "show the signed-in user")
+    p = command("password", "change your password; your other sessions end")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the current password from the first line of stdin and the new one from the second")
+    p = command("verify-email", "confirm your email address with the link from the verification email")
+    p.add_argument("link", metavar="LINK_OR_TOKEN", help="the link from the email, or just its token")
+    command("resend-verification", "send the verification email again")
+
     command("balance", "show the credit balance")
+    p = command("transactions", "list the movements of your credits, newest first")
+    p.add_argument("--reason", choices=REASONS, help="only movements of this kind")
+    p.add_argument("--limit", type=_positive, default=20, help="at most this many (default 20)")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    command("prices", "show what jobs cost and the credit packs on sale")
+    p = command("buy", "buy a credit pack: pay on the payment page, then wait for the credits")
+    p.add_argument("pack", metavar="PACK", help="a pack from `octavia prices`, for example starter")
+    p.add_argument("--success-url", metavar="URL", help="where the payment page sends you after paying (default: the API URL)")
+    p.add_argument("--open", action="store_true", help="open the payment page in your web browser")
+    p = command("checkout", "show a purchase of a credit pack")
+    p.add_argument("name", metavar="NAME", help="checkouts/<id> or <id>")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    keys = command("keys", "API keys, for scripts and servers: create, list, revoke")
+    actions = keys.add_subparsers(dest="subcommand", required=True, metavar="ACTION")
+    p = command("create", "create an API key and show its secret (once)", actions)
+    p.add_argument("display_name", metavar="NAME", help="a label to tell the key apart, for example ci")
+    p = command("list", "list your API keys (never their secrets)", actions)
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p = command("revoke", "revoke an API key; it stops working at once", actions)
+    p.add_argument("name", metavar="NAME", help="apiKeys/<id> or <id>")
+
+    admin = command("admin", "operator commands, signed with the services' shared secret ($OCTAVIA_SERVICE_SECRET)")
+    actions = admin.add_subparsers(dest="subcommand", required=True, metavar="ACTION")
+    p = command("grant", "grant credits to a user, or take them back with a negative number", actions)
+    p.add_argument("user", metavar="USER", help="users/<id>")
+    p.add_argument("credits", type=_credits, metavar="CREDITS", help="credits to add; negative takes them back")
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why, for the user's statement and the audit log")
+    p.add_argument("--reference", default="", metavar="REF", help="your reference, for example a support ticket")
 
     p = command("translate", "upload a file, run a job on it, watch it and download what it made")
     p.add_argument("file", type=Path, metavar="FILE", help="a video or audio file")
@@ -119,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("jobs", "list your jobs, newest first")
     p.add_argument("--state", choices=STATES, help="only jobs in this state")
     p.add_argument("--kind", choices=KINDS, help="only jobs of this kind")
-    p.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    p.add_argument("--limit", type=_positive, default=20, help="at most this many (default 20)")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
 
     p = command("job", "show a job")
@@ -138,12 +199,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resource_name(name: str, collection: str) -> str:
+    """`abc` or `<collection>/abc` -> `<collection>/abc`."""
+    name = name.strip().strip("/")
+    prefix = f"{collection}/"
+    if not name or name.count("/") > 1 or (name.count("/") == 1 and not name.startswith(prefix)):
+        raise UsageError(f"{name!r} is not a name in {collection}: give {collection}/<id> or <id>")
+    return name if name.startswith(prefix) else prefix + name
+
+
 def job_name(name: str) -> str:
     """`abc` or `jobs/abc` -> `jobs/abc`."""
-    name = name.strip().strip("/")
-    if not name or name.count("/") > 1 or (name.count("/") == 1 and not name.startswith("jobs/")):
-        raise UsageError(f"{name!r} is not a job name: give jobs/<id> or <id>")
-    return name if name.startswith("jobs/") else f"jobs/{name}"
+    return resource_name(name, "jobs")
+
+
+def verification_token(link: str) -> str:
+    """The token of an email verification link (`https://…/verify-email?token=XYZ`), or the bare token."""
+    link = link.strip()
+    # Anywhere in the link: in the query, or after a `#` where a single-page app keeps its route.
+    found = _TOKEN_PARAM.search(link)
+    if found:
+        return unquote(found.group(1))
+    if not link or any(c in link for c in "/?=&#: "):
+        raise UsageError(f"{link!r} has no token: give the whole link from the email (with ?token=...), or the token")
+    return link
 
 
 def language(tag: str) -> str:

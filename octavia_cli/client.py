@@ -3,8 +3,10 @@
 Every call carries the session's access token. An access token past its
 expiry is refreshed first (POST /v1/auth/refresh), and a call answered 401
 TOKEN_EXPIRED is refreshed and sent once more; the rotated tokens are saved.
-Presigned upload and download URLs are their own credential and are fetched
-without the token, so it never reaches a storage host.
+With an API key (OCTAVIA_API_KEY) every call sends the key instead, and there
+is no session to refresh or forget. Presigned upload and download URLs are
+their own credential and are fetched without either, so neither ever reaches a
+storage host.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlparse
 
 import httpx
 
-from .credentials import CredentialStore, Session
+from .credentials import API_KEY_ENV, CredentialStore, Session, parse_duration
 from .sse import SSEParser
 
 CHUNK = 1024 * 1024  # bytes read from disk per upload write
@@ -29,6 +33,7 @@ CALL_TIMEOUT_S = 60.0
 # Longer than the 15 s between WatchJob heartbeats: a silent minute means the stream is gone.
 STREAM_READ_TIMEOUT_S = 60.0
 TRANSFER_TIMEOUT_S = 120.0
+API_KEY_HEADER = "x-api-key"  # as auth.proto's CreateApiKeyResponse says; the CLI needs only the public API
 
 
 class CliError(Exception):
@@ -50,11 +55,17 @@ class NotLoggedIn(CliError):
         super().__init__(f"{why} at {api}: run `octavia login` (or `octavia signup`)")
 
 
+class ApiKeyRefused(CliError):
+    def __init__(self, api: str, why: str):
+        super().__init__(f"the API key in {API_KEY_ENV} was refused at {api} ({why}): set a valid key, or unset it to use your login")
+
+
 @dataclass
 class ApiError(CliError):
     """An error answer of the API: the google.rpc.Status that Envoy renders as
     JSON (`code`, `message`, `details` with an ErrorInfo), or one of Envoy's
-    own errors (`code`, `message`, `reason`)."""
+    own errors (`code`, `message`, `reason`). `hint` is what the user can do
+    about it, when a command knows better than the generic advice."""
 
     message: str
     reason: str = ""
@@ -63,6 +74,8 @@ class ApiError(CliError):
     domain: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     field_violations: list[tuple[str, str]] = field(default_factory=list)
+    retry_after_s: float | None = None  # from a RetryInfo detail or the `retry-after` header
+    hint: str = ""
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -73,7 +86,7 @@ class ApiError(CliError):
     @classmethod
     def from_status(cls, status: Mapping[str, Any], http_status: int | None = None) -> ApiError:
         """From a google.rpc.Status in JSON (an error body, or a job's `error`)."""
-        reason, domain, metadata, violations = str(status.get("reason") or ""), "", {}, []
+        reason, domain, metadata, violations, retry_after = str(status.get("reason") or ""), "", {}, [], None
         for detail in status.get("details") or ():
             if not isinstance(detail, Mapping):
                 continue
@@ -85,6 +98,8 @@ class ApiError(CliError):
             elif kind == "google.rpc.BadRequest":
                 for violation in detail.get("fieldViolations") or ():
                     violations.append((violation.get("field", ""), violation.get("description", "")))
+            elif kind == "google.rpc.RetryInfo":
+                retry_after = parse_duration(detail.get("retryDelay"))
         code = status.get("code")
         return cls(
             message=str(status.get("message") or ""),
@@ -94,6 +109,7 @@ class ApiError(CliError):
             domain=domain,
             metadata=metadata,
             field_violations=violations,
+            retry_after_s=retry_after,
         )
 
     @classmethod
@@ -107,10 +123,27 @@ class ApiError(CliError):
             error = cls.from_status(body, http_status=response.status_code)
             if not error.message:
                 error.message = f"HTTP {response.status_code} {response.reason_phrase}"
-            return error
-        text = response.text.strip() if response.content else ""
-        message = f"HTTP {response.status_code} {response.reason_phrase}" + (f": {text[:300]}" if text else "")
-        return cls(message=message, http_status=response.status_code)
+        else:
+            text = response.text.strip() if response.content else ""
+            message = f"HTTP {response.status_code} {response.reason_phrase}" + (f": {text[:300]}" if text else "")
+            error = cls(message=message, http_status=response.status_code)
+        if error.retry_after_s is None:
+            error.retry_after_s = _retry_after(response.headers.get("retry-after", ""))
+        return error
+
+
+def _retry_after(value: str) -> float | None:
+    """A `retry-after` header: seconds, or an HTTP date."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
 
 
 def format_error(error: ApiError) -> str:
@@ -126,12 +159,13 @@ def format_error(error: ApiError) -> str:
 
 
 class Client:
-    """One API base URL, with the session stored for it (if any)."""
+    """One API base URL, with the session stored for it (if any), or an API key."""
 
     def __init__(self, api: str, store: CredentialStore | None = None, *, user_agent: str = "octavia-cli",
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, api_key: str = ""):
         self.api = api.rstrip("/")
         self.store = store or CredentialStore()
+        self.api_key = api_key
         self._session = self.store.get(self.api)
         self._headers = {"User-Agent": user_agent}
         self.http = httpx.Client(
@@ -155,6 +189,16 @@ class Client:
     @property
     def session(self) -> Session | None:
         return self._session
+
+    @property
+    def signed_in(self) -> bool:
+        """Whether calls carry a credential: the API key, else a stored session."""
+        return bool(self.api_key) or self._session is not None
+
+    def _credential(self) -> dict[str, str]:
+        if self.api_key:
+            return {API_KEY_HEADER: self.api_key}
+        return {"Authorization": f"Bearer {self._access_token()}"}
 
     def save_session(self, tokens: Mapping[str, str], email: str) -> None:
         self._session = Session.from_tokens(tokens, email=email)
@@ -199,18 +243,20 @@ class Client:
     # ------------------------------------------------------------------ calls
 
     def call(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
-             params: Mapping[str, Any] | None = None, auth: bool = True) -> dict:
-        """One JSON call; returns the decoded body or raises ApiError."""
-        with self._send(method, path, body, params=params, auth=auth, stream=False) as response:
+             params: Mapping[str, Any] | None = None, auth: bool = True, headers: Mapping[str, str] | None = None) -> dict:
+        """One JSON call; returns the decoded body or raises ApiError. `auth=False`
+        sends no user credential (public calls, or `headers` carrying another one)."""
+        with self._send(method, path, body, params=params, auth=auth, stream=False, extra_headers=headers) as response:
             return response.json() if response.content else {}
 
     @contextmanager
     def _send(self, method: str, path: str, body: Mapping[str, Any] | None, *, params: Mapping[str, Any] | None,
-              auth: bool, stream: bool, timeout: httpx.Timeout | None = None) -> Iterator[httpx.Response]:
+              auth: bool, stream: bool, timeout: httpx.Timeout | None = None,
+              extra_headers: Mapping[str, str] | None = None) -> Iterator[httpx.Response]:
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = {}  # every POST rule of the API takes a body
         for attempt in (1, 2):
-            headers = {"Authorization": f"Bearer {self._access_token()}"} if auth else {}
+            headers = {**(extra_headers or {}), **(self._credential() if auth else {})}
             request = self.http.build_request(
                 method, path, json=body, params=params, headers=headers, timeout=timeout or httpx.USE_CLIENT_DEFAULT
             )
@@ -224,6 +270,8 @@ class Client:
                 if response.status_code >= 400:
                     response.read()
                     error = ApiError.from_response(response)
+                    if response.status_code == 401 and auth and self.api_key:
+                        raise ApiKeyRefused(self.api, error.message)
                     if response.status_code == 401 and auth and attempt == 1 and error.reason == "TOKEN_EXPIRED":
                         self.refresh()
                         continue

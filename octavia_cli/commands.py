@@ -9,10 +9,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import math
+import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+import webbrowser
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from .cli import (
@@ -22,15 +27,20 @@ from .cli import (
     default_out_dir,
     job_name,
     job_request,
+    resource_name,
     safe_filename,
+    verification_token,
 )
 from .client import ApiError, CliError, Client, ConnectionFailed, NotLoggedIn, format_error
-from .credentials import parse_time
+from .credentials import API_KEY_ENV, parse_duration, parse_time
 from .progress import JobProgress, TransferProgress, enum_label, human_bytes, state_is_final
 
-WATCH_RETRIES = 5  # reconnections in a row without an event before giving up
+WATCH_RETRIES = 5  # reconnections (or checkout polls) in a row that fail before giving up
 SECOND_CTRL_C_S = 3.0  # without a terminal to ask on: a second Ctrl-C within this long cancels
 BIG_FILE = 10_000_000  # downloads above this size get a progress bar
+CHECKOUT_POLL_S = 2.0  # how often `octavia buy` asks whether the payment arrived
+MAX_PAGE_SIZE = 100  # the API caps page_size here
+SERVICE_SECRET_ENV = "OCTAVIA_SERVICE_SECRET"
 
 
 class Detached(Exception):
@@ -53,22 +63,35 @@ def _ask(prompt: str, flag: str) -> str:
     return value
 
 
-def _password(args: argparse.Namespace, confirm: bool) -> str:
+def _password(args: argparse.Namespace, confirm: bool, what: str = "password", line: str = "first") -> str:
+    """Asked for on the terminal (twice with `confirm`), or the next line of stdin with --password-stdin."""
     if args.password_stdin:
-        line = sys.stdin.readline()
-        password = line.removesuffix("\n").removesuffix("\r")
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
         if not password:
-            raise UsageError("--password-stdin: no password on the first line of stdin")
+            raise UsageError(f"--password-stdin: no {what} on the {line} line of stdin")
         return password
     if not sys.stdin.isatty():
         raise UsageError("no terminal to ask for the password: pass it on stdin with --password-stdin")
-    password = getpass.getpass("Password: ")
-    if confirm and getpass.getpass("Password again: ") != password:
-        raise UsageError("the two passwords differ")
+    password = getpass.getpass(f"{what.capitalize()}: ")
+    if confirm and getpass.getpass(f"{what.capitalize()} again: ") != password:
+        raise UsageError(f"the two {what}s differ")
     return password
 
 
+def _without_api_key(client: Client, to: str) -> None:
+    """Sessions do not apply while an API key is set: every call sends the key."""
+    if client.api_key:
+        raise CliError(f"{API_KEY_ENV} is set, so every call uses that API key and no session: unset it to {to}")
+
+
+def _require_credential(client: Client) -> None:
+    """Before asking for anything or sending a file, rather than after."""
+    if not client.signed_in:
+        raise NotLoggedIn(client.api)
+
+
 def login(args: argparse.Namespace, client: Client) -> int:
+    _without_api_key(client, "log in")
     email = args.email or _ask("Email: ", "--email")
     password = _password(args, confirm=False)
     reply = client.call("POST", "/v1/auth/login", {"email": email, "password": password}, auth=False)
@@ -79,6 +102,7 @@ def login(args: argparse.Namespace, client: Client) -> int:
 
 
 def signup(args: argparse.Namespace, client: Client) -> int:
+    _without_api_key(client, "sign up and log in")
     email = args.email or _ask("Email: ", "--email")
     password = _password(args, confirm=True)
     body = {"email": email, "password": password}
@@ -92,8 +116,15 @@ def signup(args: argparse.Namespace, client: Client) -> int:
 
 
 def logout(args: argparse.Namespace, client: Client) -> int:
+    _without_api_key(client, "log out (`octavia keys revoke NAME` ends a key)")
     if client.session is None:
         print(f"not logged in at {client.api}")
+        return 0
+    if args.everywhere:
+        # Unlike a plain logout, a failure here must be seen: the other sessions would still be alive.
+        ended = int(client.call("POST", "/v1/auth/logout-everywhere", {}).get("revokedSessions") or 0)
+        client.forget_session()
+        print(f"logged out everywhere: {ended} session{'' if ended == 1 else 's'} ended, this one included")
         return 0
     try:
         client.call("POST", "/v1/auth/logout", {})
@@ -107,13 +138,231 @@ def logout(args: argparse.Namespace, client: Client) -> int:
 def whoami(args: argparse.Namespace, client: Client) -> int:
     user = client.call("GET", "/v1/auth/me").get("user") or {}
     verified = "" if user.get("emailVerified") else " (email not verified)"
-    print(f"{user.get('email')}{verified}  {user.get('name')}  at {client.api}")
+    key = f" with the API key in {API_KEY_ENV}" if client.api_key else ""
+    print(f"{user.get('email')}{verified}  {user.get('name')}  at {client.api}{key}")
     return 0
 
 
+def change_password(args: argparse.Namespace, client: Client) -> int:
+    _require_credential(client)
+    current = _password(args, confirm=False, what="current password")
+    new = _password(args, confirm=True, what="new password", line="second")
+    client.call("POST", "/v1/auth/password", {"currentPassword": current, "newPassword": new})
+    print("password changed; your other sessions have ended")
+    return 0
+
+
+def verify_email(args: argparse.Namespace, client: Client) -> int:
+    token = verification_token(args.link)
+    # The token is the credential: it works without being logged in, on any machine.
+    user = client.call("POST", "/v1/auth/verify-email", {"token": token}, auth=False).get("user") or {}
+    print(f"{user.get('email') or 'your email address'} is verified")
+    return 0
+
+
+def resend_verification(args: argparse.Namespace, client: Client) -> int:
+    client.call("POST", "/v1/auth/verify-email:resend", {})
+    print("a new verification email is on its way: open its link, or pass it to `octavia verify-email`")
+    return 0
+
+
+# --------------------------------------------------------------------------- API keys
+
+
+def keys_create(args: argparse.Namespace, client: Client) -> int:
+    reply = client.call("POST", "/v1/apiKeys", {"displayName": args.display_name})
+    key = reply["apiKey"]
+    _err(f"{key['name']} ({key.get('displayName', '')}) created. Its secret follows, and it will not be shown again: keep it now.")
+    _err(f"octavia uses it when {API_KEY_ENV} is set to it; other clients send it as the x-api-key header.")
+    print(reply["secret"], flush=True)
+    return 0
+
+
+def keys_list(args: argparse.Namespace, client: Client) -> int:
+    found = _list(client, "/v1/apiKeys", "apiKeys")
+    if args.json:
+        print(json.dumps({"apiKeys": found}, indent=2))
+    elif not found:
+        _err("no API keys: `octavia keys create NAME` makes one")
+    else:
+        _table(
+            ("NAME", "LABEL", "PREFIX", "CREATED", "LAST USED"),
+            [(key.get("name", ""), key.get("displayName", ""), key.get("prefix", ""), _local(key.get("createTime", "")),
+              _local(key.get("lastUseTime", "")) or "never") for key in found],
+        )  # fmt: skip
+    return 0
+
+
+def keys_revoke(args: argparse.Namespace, client: Client) -> int:
+    name = resource_name(args.name, "apiKeys")
+    client.call("DELETE", f"/v1/{name}")
+    print(f"{name} revoked: it stops working at once")
+    return 0
+
+
+# --------------------------------------------------------------------------- credits
+
+
+def _balance_line(bal: Mapping) -> str:
+    return f"{int(bal.get('availableCredits') or 0)} credits available, {int(bal.get('heldCredits') or 0)} held by running jobs"
+
+
 def balance(args: argparse.Namespace, client: Client) -> int:
-    bal = client.call("GET", "/v1/balance").get("balance") or {}
-    print(f"{int(bal.get('availableCredits') or 0)} credits available, {int(bal.get('heldCredits') or 0)} held by running jobs")
+    print(_balance_line(client.call("GET", "/v1/balance").get("balance") or {}))
+    return 0
+
+
+def transactions(args: argparse.Namespace, client: Client) -> int:
+    params = {"reason": f"TRANSACTION_REASON_{args.reason.upper()}"} if args.reason else {}
+    found = _list(client, "/v1/transactions", "transactions", params, args.limit)
+    if args.json:
+        print(json.dumps({"transactions": found}, indent=2))
+    elif not found:
+        _err("no transactions")
+    else:
+        _table(
+            ("TIME", "REASON", "AVAILABLE", "HELD", "REFERENCE", "DESCRIPTION"),
+            [(_local(t.get("createTime", "")), enum_label(t.get("reason", ""), "TRANSACTION_REASON_"),
+              _signed(t.get("availableChange")), _signed(t.get("heldChange")), t.get("reference", ""),
+              t.get("description", "")) for t in found],
+            numeric=(2, 3),
+        )  # fmt: skip
+    return 0
+
+
+def _signed(credits: str | int | None) -> str:
+    """An int64 change of credits (a JSON string) as `+12`, `-12` or `0`."""
+    n = int(credits or 0)
+    return f"{n:+d}" if n else "0"
+
+
+# ISO 4217 currencies whose minor unit is not a hundredth of the major one.
+_MINOR_UNIT_DIGITS = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "VND", "VUV",
+                     "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}  # fmt: skip
+
+
+def money(minor_units: str | int | None, currency: str) -> str:
+    """An amount in the currency's minor unit: (999, "USD") -> `9.99 USD`, (500, "JPY") -> `500 JPY`."""
+    digits = _MINOR_UNIT_DIGITS.get(currency.upper(), 2)
+    return f"{Decimal(int(minor_units or 0)).scaleb(-digits):.{digits}f} {currency}"
+
+
+def prices(args: argparse.Namespace, client: Client) -> int:
+    # Both lists are public (pricing pages): no need to be logged in.
+    price_list = client.call("GET", "/v1/prices", auth=False).get("prices") or []
+    packs = client.call("GET", "/v1/creditPacks", auth=False).get("creditPacks") or []
+    print("Credits per minute of media:")
+    _table(
+        ("JOB KIND", "PER MINUTE", "+ PER TARGET LANGUAGE"),
+        [(enum_label(p.get("kind", ""), "JOB_KIND_"), str(int(p.get("creditsPerMinute") or 0)),
+          str(int(p.get("creditsPerMinutePerTargetLanguage") or 0))) for p in price_list],
+        numeric=(1, 2),
+    )  # fmt: skip
+    print("A job costs its minutes times (per minute + per target language x languages), rounded up.")
+    print("\nCredit packs (`octavia buy PACK`):")
+    _table(
+        ("PACK", "NAME", "CREDITS", "PRICE"),
+        [(pack.get("name", "").removeprefix("creditPacks/"), pack.get("displayName", ""), str(int(pack.get("credits") or 0)),
+          money(pack.get("priceMinorUnits"), pack.get("currencyCode", ""))) for pack in packs],
+        numeric=(2, 3),
+    )  # fmt: skip
+    return 0
+
+
+def buy(args: argparse.Namespace, client: Client) -> int:
+    body = {
+        "creditPack": resource_name(args.pack, "creditPacks"),
+        # The API's own public URL is always an allowed redirect: the payment page comes back to it.
+        "successUrl": args.success_url or f"{client.api}/",
+        "requestId": uuid.uuid4().hex,
+    }
+    checkout = client.call("POST", "/v1/checkouts", body)["checkout"]
+    _err(f"{checkout['name']}: {_bought(checkout)}. Pay on this page{_until(checkout)}:")
+    print(checkout["url"], flush=True)
+    if args.open:
+        webbrowser.open(checkout["url"])
+    return _await_payment(client, checkout)
+
+
+def _bought(checkout: Mapping) -> str:
+    return f"{int(checkout.get('credits') or 0)} credits for {money(checkout.get('priceMinorUnits'), checkout.get('currencyCode', ''))}"
+
+
+def _until(checkout: Mapping) -> str:
+    expires = _local(checkout.get("expireTime", ""))
+    return f" (until {expires})" if expires else ""
+
+
+def _await_payment(client: Client, checkout: dict) -> int:
+    """Poll the checkout until it is paid or expires; Ctrl-C stops waiting, not the checkout."""
+    name = checkout["name"]
+    later = f"`octavia checkout {name}` shows whether it was paid"
+    _err("waiting for the payment (Ctrl-C stops waiting; you can still pay)")
+    failures = 0
+    try:
+        while checkout.get("state") == "CHECKOUT_STATE_OPEN":
+            time.sleep(CHECKOUT_POLL_S)
+            try:
+                checkout = client.call("GET", f"/v1/{name}")["checkout"]
+                failures = 0
+            except (ApiError, ConnectionFailed) as exc:
+                failures += 1
+                if not _transient(exc) or failures > WATCH_RETRIES:
+                    raise CliError(f"{exc}\n{later}") from None
+    except KeyboardInterrupt:
+        _err(f"\nstopped waiting; {name} can still be paid{_until(checkout)}. {later}")
+        raise Detached() from None
+    state = checkout.get("state", "")
+    if state == "CHECKOUT_STATE_COMPLETED":
+        print(f"paid: {int(checkout.get('credits') or 0)} credits added")
+        print(_balance_line(client.call("GET", "/v1/balance").get("balance") or {}))
+        return 0
+    if state == "CHECKOUT_STATE_EXPIRED":
+        _err(f"{name} expired before it was paid; nothing was charged")
+    else:
+        _err(f"{name} is {enum_label(state, 'CHECKOUT_STATE_')}")
+    return 1
+
+
+def describe_checkout(checkout: Mapping) -> list[str]:
+    """A checkout as lines of text, for `octavia checkout`."""
+    state = checkout.get("state", "")
+    lines = [
+        f"{checkout.get('name')}  {enum_label(state, 'CHECKOUT_STATE_')}",
+        f"  pack       {checkout.get('creditPack', '')}: {_bought(checkout)}",
+        f"  created    {_local(checkout.get('createTime', ''))}",
+    ]
+    if checkout.get("completeTime"):
+        lines.append(f"  paid       {_local(checkout['completeTime'])}")
+    if state == "CHECKOUT_STATE_OPEN":
+        lines.append(f"  pay at     {checkout.get('url', '')}{_until(checkout)}")
+    return lines
+
+
+def show_checkout(args: argparse.Namespace, client: Client) -> int:
+    found = client.call("GET", f"/v1/{resource_name(args.name, 'checkouts')}")["checkout"]
+    print(json.dumps(found, indent=2) if args.json else "\n".join(describe_checkout(found)))
+    return 0
+
+
+def admin_grant(args: argparse.Namespace, client: Client) -> int:
+    secret = os.environ.get(SERVICE_SECRET_ENV, "").strip()
+    if not secret:
+        raise UsageError(f"{SERVICE_SECRET_ENV} is not set: operator commands sign their calls with the secret the services share")
+    # Imported here: it brings grpc and the generated API, which only operators need.
+    from octavia_runtime.auth import SERVICE_TOKEN_HEADER, ServiceCredentials
+
+    user = resource_name(args.user, "users")
+    body = {"user": user, "credits": args.credits, "description": args.reason, "requestId": uuid.uuid4().hex}
+    if args.reference:
+        body["reference"] = args.reference
+    token = ServiceCredentials("operator", secret).token()
+    reply = client.call("POST", "/v1/admin/credits", body, auth=False, headers={SERVICE_TOKEN_HEADER: token})
+    done = f"granted {args.credits} credits to" if args.credits > 0 else f"took {-args.credits} credits back from"
+    print(f"{done} {user} ({(reply.get('transaction') or {}).get('name', '')}): {_balance_line(reply.get('balance') or {})}")
     return 0
 
 
@@ -126,8 +375,7 @@ def translate(args: argparse.Namespace, client: Client) -> int:
     size = check_media_file(path)
     media_type = content_type(path, args.content_type)
     out_dir = args.out or default_out_dir(path.name)
-    if client.session is None:
-        raise NotLoggedIn(client.api)
+    _require_credential(client)
 
     upload = client.call(
         "POST",
@@ -140,11 +388,31 @@ def translate(args: argparse.Namespace, client: Client) -> int:
     asset = client.call("POST", f"/v1/{upload['name']}:complete", {})["asset"]
     _err(f"{asset['name']}: {describe_media(asset)}")
 
-    job = client.call("POST", "/v1/jobs", {"job": {**job_spec, "inputAsset": asset["name"]}, "requestId": uuid.uuid4().hex})["job"]
+    quote = client.call("POST", "/v1/quotes:compute", {"usage": usage(job_spec, asset)})["quote"]
+    cost, available = int(quote.get("credits") or 0), int(quote.get("availableCredits") or 0)
+    _err(f"This job costs {cost} credits; you have {available}.")
+    try:
+        job = client.call("POST", "/v1/jobs", {"job": {**job_spec, "inputAsset": asset["name"]}, "requestId": uuid.uuid4().hex})["job"]
+    except ApiError as exc:
+        if exc.reason == "INSUFFICIENT_CREDITS":
+            exc.hint = (
+                f"This job costs {cost} credits and you have {available}. "
+                "`octavia prices` lists the credit packs and `octavia buy <pack>` buys one; then run this again."
+            )
+        raise
     held = int(job.get("creditsHeld") or 0)
     _err(f"{job['name']}: {enum_label(job.get('kind', ''), 'JOB_KIND_')} job queued" + (f", {held} credits held" if held else ""))
     final = follow(client, job["name"])
     return conclude(client, job["name"], final, out_dir)
+
+
+def usage(job_spec: Mapping, asset: Mapping) -> dict:
+    """What GetQuote prices: the job's kind and languages, and the uploaded media's probed duration."""
+    found: dict = {"kind": job_spec["kind"], "targetLanguageCount": len(job_spec.get("targetLanguages") or ())}
+    duration = (asset.get("mediaInfo") or {}).get("duration")
+    if duration:
+        found["duration"] = duration
+    return found
 
 
 def describe_media(asset: dict) -> str:
@@ -152,21 +420,11 @@ def describe_media(asset: dict) -> str:
     streams = ", ".join(
         f"{enum_label(s.get('type', ''), 'STREAM_TYPE_')} {s.get('codec', '')}".strip() for s in info.get("streams") or ()
     )
-    duration = _seconds(info.get("duration"))
+    duration = parse_duration(info.get("duration"))
     text = f"{human_bytes(int(asset.get('sizeBytes') or 0))}"
     if duration is not None:
         text += f", {duration:.1f} s"
     return text + (f" ({streams})" if streams else "")
-
-
-def _seconds(duration: str | None) -> float | None:
-    """A protobuf JSON Duration (`12.500s`) in seconds."""
-    if not duration:
-        return None
-    try:
-        return float(str(duration).removesuffix("s"))
-    except ValueError:
-        return None
 
 
 # --------------------------------------------------------------------------- watching
@@ -341,46 +599,24 @@ def _shown(path: Path) -> str:
 
 
 def jobs(args: argparse.Namespace, client: Client) -> int:
-    if args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    params: dict[str, str | int] = {"page_size": min(args.limit, 100)}
+    params = {}
     if args.state:
         params["state"] = f"STATE_{args.state.upper()}"
     if args.kind:
         params["kind"] = f"JOB_KIND_{args.kind.upper().replace('-', '_')}"
-    found: list[dict] = []
-    while len(found) < args.limit:
-        page = client.call("GET", "/v1/jobs", params=params)
-        found += page.get("jobs") or []
-        if not page.get("nextPageToken"):
-            break
-        params["page_token"] = page["nextPageToken"]
-    found = found[: args.limit]
+    found = _list(client, "/v1/jobs", "jobs", params, args.limit)
     if args.json:
         print(json.dumps({"jobs": found}, indent=2))
-        return 0
-    if not found:
+    elif not found:
         _err("no jobs")
-        return 0
-    rows = [("NAME", "KIND", "STATE", "DONE", "CREATED", "INPUT")]
-    for job in found:
-        rows.append((
-            job.get("name", ""),
-            enum_label(job.get("kind", ""), "JOB_KIND_"),
-            enum_label(job.get("state", ""), "STATE_"),
-            f"{int((job.get('progress') or {}).get('percent') or 0)}%",
-            _local(job.get("createTime", "")),
-            job.get("displayName", ""),
-        ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    else:
+        _table(
+            ("NAME", "KIND", "STATE", "DONE", "CREATED", "INPUT"),
+            [(job.get("name", ""), enum_label(job.get("kind", ""), "JOB_KIND_"), enum_label(job.get("state", ""), "STATE_"),
+              f"{int((job.get('progress') or {}).get('percent') or 0)}%", _local(job.get("createTime", "")),
+              job.get("displayName", "")) for job in found],
+        )  # fmt: skip
     return 0
-
-
-def _local(timestamp: str) -> str:
-    when = parse_time(timestamp)
-    return when.astimezone().strftime("%Y-%m-%d %H:%M") if when else ""
 
 
 def describe_job(job: dict) -> list[str]:
@@ -455,12 +691,75 @@ def download(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- shared
+
+
+def _list(client: Client, path: str, key: str, params: Mapping[str, str] | None = None, limit: int | None = None) -> list[dict]:
+    """The `key` items of a List call, newest first, page after page: `limit` of them, or all."""
+    query: dict[str, str | int] = {**(params or {}), "page_size": min(limit or MAX_PAGE_SIZE, MAX_PAGE_SIZE)}
+    found: list[dict] = []
+    while limit is None or len(found) < limit:
+        page = client.call("GET", path, params=query)
+        found += page.get(key) or []
+        if not page.get("nextPageToken"):
+            break
+        query["page_token"] = page["nextPageToken"]
+    return found[:limit]
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequence[int] = ()) -> None:
+    """Columns as wide as their widest cell, numbers aligned right."""
+    lines = [list(header), *(list(row) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        cells = (cell.rjust(width) if i in numeric else cell.ljust(width) for i, (cell, width) in enumerate(zip(line, widths)))
+        print("  ".join(cells).rstrip())
+
+
+def _local(timestamp: str) -> str:
+    when = parse_time(timestamp)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M") if when else ""
+
+
+def error_hint(error: ApiError) -> str:
+    """What the user can do about an error of the API, when the CLI knows; else ""."""
+    if error.hint:
+        return error.hint
+    if error.reason == "EMAIL_NOT_VERIFIED":
+        return (
+            "Confirm your email address first: `octavia verify-email LINK` with the link from the verification email "
+            "(`octavia resend-verification` sends a new one)."
+        )
+    if error.reason == "RATE_LIMITED" or error.http_status == 429:
+        return f"Too many requests for now: try again {_retry_time(error.retry_after_s)}."
+    return ""
+
+
+def _retry_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "in a little while"
+    seconds = math.ceil(seconds)
+    span = f"{seconds} s" if seconds < 120 else f"{math.ceil(seconds / 60)} min"
+    return f"in {span} (at {(datetime.now() + timedelta(seconds=seconds)).strftime('%H:%M:%S')})"
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
     "login": login,
     "signup": signup,
     "logout": logout,
     "whoami": whoami,
+    "password": change_password,
+    "verify-email": verify_email,
+    "resend-verification": resend_verification,
+    "keys create": keys_create,
+    "keys list": keys_list,
+    "keys revoke": keys_revoke,
     "balance": balance,
+    "transactions": transactions,
+    "prices": prices,
+    "buy": buy,
+    "checkout": show_checkout,
+    "admin grant": admin_grant,
     "translate": translate,
     "jobs": jobs,
     "job": job,

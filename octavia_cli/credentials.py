@@ -1,4 +1,5 @@
-"""The signed-in sessions, one per API URL, in a file only the user can read.
+"""The signed-in sessions, one per API URL, in a file only the user can read;
+or an API key from the environment, which replaces the session altogether.
 
     $OCTAVIA_CONFIG_DIR/credentials.json   (default ~/.config/octavia/credentials.json)
 
@@ -10,6 +11,9 @@ old one, so a crash never leaves half a token. Refresh tokens are single-use
 and presenting one twice ends the session, so two `octavia` processes must not
 both refresh: refreshing happens under an exclusive lock on a file beside it,
 and the second process re-reads the tokens the first one saved.
+
+With OCTAVIA_API_KEY set, every call sends that key (`x-api-key`) instead: a
+key does not expire, so there is nothing to refresh and nothing to store.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 FILENAME = "credentials.json"
+API_KEY_ENV = "OCTAVIA_API_KEY"
 # Refresh this long before the access token's stated expiry: the clocks of the
 # client and the server differ, and a request takes time to arrive.
 EXPIRY_MARGIN = timedelta(seconds=30)
@@ -36,6 +41,12 @@ def config_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(explicit).expanduser() if explicit else Path.home() / ".config" / "octavia"
 
 
+def api_key(environ: Mapping[str, str] | None = None) -> str:
+    """The API key to call with instead of a session ("" when none is set)."""
+    environ = os.environ if environ is None else environ
+    return environ.get(API_KEY_ENV, "").strip()
+
+
 def parse_time(value: str) -> datetime | None:
     """A protobuf JSON Timestamp (`2025-01-02T03:04:05.123456789Z`) as an aware datetime."""
     if not value:
@@ -45,6 +56,16 @@ def parse_time(value: str) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_duration(value: str | None) -> float | None:
+    """A protobuf JSON Duration (`12.500s`) in seconds."""
+    if not value:
+        return None
+    try:
+        return float(str(value).removesuffix("s"))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
