@@ -96,12 +96,18 @@ def test_a_refresh_token_works_once_and_its_reuse_ends_the_session(rest, signed_
     assert first.status_code == 200, first.text
     new_tokens = first.json()["tokens"]
     assert new_tokens["refreshToken"] != signed_in.refresh_token
-    assert rest.get("/v1/auth/me", headers={"authorization": f"Bearer {new_tokens['accessToken']}"}).status_code == 200
+    newest = {"authorization": f"Bearer {new_tokens['accessToken']}"}
+    assert rest.get("/v1/auth/me", headers=newest).status_code == 200
+    assert rest.get("/v1/jobs", headers=newest).status_code == 200
 
     reused = rest.post("/v1/auth/refresh", json={"refreshToken": signed_in.refresh_token})
     assert reused.status_code == 401 and reason_of(reused.json()) == "REFRESH_TOKEN_REUSED"
-    after = rest.get("/v1/auth/me", headers={"authorization": f"Bearer {new_tokens['accessToken']}"})
-    assert after.status_code == 401, "the whole session is revoked, including the newest token"
+    # The whole session is revoked, including the newest tokens, on every service.
+    for path in ("/v1/auth/me", "/v1/jobs"):
+        after = rest.get(path, headers=newest)
+        assert after.status_code == 401 and reason_of(after.json()) == "SESSION_ENDED"
+    newest_refresh = rest.post("/v1/auth/refresh", json={"refreshToken": new_tokens["refreshToken"]})
+    assert newest_refresh.status_code == 401 and reason_of(newest_refresh.json()) == "INVALID_REFRESH_TOKEN"
 
 
 def test_tokens_that_are_garbage_or_signed_by_someone_else_are_refused(rest, signed_in):
@@ -113,3 +119,64 @@ def test_tokens_that_are_garbage_or_signed_by_someone_else_are_refused(rest, sig
         reply = rest.get("/v1/auth/me", headers={"authorization": f"Bearer {token}"})
         assert reply.status_code == 401
         assert reason_of(reply.json()) == "INVALID_TOKEN"
+
+
+def test_tampered_and_expired_access_tokens_are_refused(stack, rest, signed_in):
+    import base64
+    import json
+    import time
+    import uuid
+
+    import jwt
+
+    header, payload, signature = signed_in.access_token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    someone_else = base64.urlsafe_b64encode(json.dumps({**claims, "sub": str(uuid.uuid4())}).encode()).rstrip(b"=")
+    tampered = rest.get("/v1/auth/me", headers={"authorization": f"Bearer {header}.{someone_else.decode()}.{signature}"})
+    assert tampered.status_code == 401 and reason_of(tampered.json()) == "INVALID_TOKEN"
+
+    # Signed with the real secret, for the real session, but past its expiry.
+    past = int(time.time()) - 60
+    expired = jwt.encode({**claims, "iat": past - 900, "exp": past}, stack.jwt_secret, algorithm="HS256")
+    reply = rest.get("/v1/jobs", headers={"authorization": f"Bearer {expired}"})
+    assert reply.status_code == 401 and reason_of(reply.json()) == "TOKEN_EXPIRED"
+    assert rest.get("/v1/jobs", headers=signed_in.headers).status_code == 200, "the genuine token still works"
+
+
+def test_log_out_everywhere_ends_every_session_at_once_on_every_service(rest, signed_in):
+    other_device = rest.post("/v1/auth/login", json={"email": signed_in.email, "password": PASSWORD}).json()["tokens"]
+    devices = [signed_in.headers, {"authorization": f"Bearer {other_device['accessToken']}"}]
+    for headers in devices:
+        assert rest.get("/v1/jobs", headers=headers).status_code == 200
+
+    ended = rest.post("/v1/auth/logout-everywhere", headers=signed_in.headers, json={})
+    assert ended.status_code == 200 and ended.json()["revokedSessions"] == 2
+    for headers in devices:
+        for path in ("/v1/jobs", "/v1/assets", "/v1/auth/me"):
+            refused = rest.get(path, headers=headers)
+            assert refused.status_code == 401 and reason_of(refused.json()) == "SESSION_ENDED", path
+    for refresh_token in (signed_in.refresh_token, other_device["refreshToken"]):
+        assert rest.post("/v1/auth/refresh", json={"refreshToken": refresh_token}).status_code == 401
+
+
+def test_changing_the_password_ends_the_other_sessions_and_keeps_this_one(rest, signed_in):
+    other_device = rest.post("/v1/auth/login", json={"email": signed_in.email, "password": PASSWORD}).json()["tokens"]
+    new_password = "a brand new one 7"
+
+    wrong = rest.post(
+        "/v1/auth/password", headers=signed_in.headers, json={"currentPassword": "not it 1234", "newPassword": new_password}
+    )
+    assert wrong.status_code == 401 and reason_of(wrong.json()) == "INVALID_CREDENTIALS"
+    weak = rest.post("/v1/auth/password", headers=signed_in.headers, json={"currentPassword": PASSWORD, "newPassword": "short"})
+    assert weak.status_code == 400 and reason_of(weak.json()) == "WEAK_PASSWORD"
+
+    changed = rest.post(
+        "/v1/auth/password", headers=signed_in.headers, json={"currentPassword": PASSWORD, "newPassword": new_password}
+    )
+    assert changed.status_code == 200, changed.text
+    assert rest.get("/v1/jobs", headers=signed_in.headers).status_code == 200, "the session that changed it goes on"
+    elsewhere = rest.get("/v1/jobs", headers={"authorization": f"Bearer {other_device['accessToken']}"})
+    assert elsewhere.status_code == 401 and reason_of(elsewhere.json()) == "SESSION_ENDED"
+
+    assert rest.post("/v1/auth/login", json={"email": signed_in.email, "password": PASSWORD}).status_code == 401
+    assert rest.post("/v1/auth/login", json={"email": signed_in.email, "password": new_password}).status_code == 200
