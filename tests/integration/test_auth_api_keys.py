@@ -105,6 +105,12 @@ def test_a_key_may_list_keys_but_not_create_or_delete_them_nor_log_out(rest, sig
     assert rest.get("/v1/jobs", headers=key).status_code == 200
 
 
+def test_a_key_is_not_a_session_and_outlives_log_out_everywhere(rest, signed_in):
+    _, secret = create_key(rest, signed_in.headers)
+    assert rest.post("/v1/auth/logout-everywhere", headers=signed_in.headers, json={}).status_code == 200
+    assert rest.get("/v1/jobs", headers={"x-api-key": secret}).status_code == 200
+
+
 @pytest.mark.parametrize("secret", ["garbage", "oct_00000000_" + "A" * 43])
 def test_a_malformed_or_unknown_key_is_refused(rest, secret):
     refused = rest.get("/v1/jobs", headers={"x-api-key": secret})

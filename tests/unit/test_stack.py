@@ -104,3 +104,12 @@ def test_a_stale_pid_file_is_not_taken_for_a_running_process(tmp_path):
     comp = stack.components(load({"OCTAVIA_VAR_DIR": str(tmp_path)}))[0]
     paths.pidfile(comp.name).write_text("1\n")  # pid 1 is alive but is not PostgreSQL
     assert stack._read_pid(paths, comp) is None
+
+
+@pytest.mark.parametrize(("host", "runs"), [("127.0.0.1", True), ("localhost", True), ("::1", True), ("smtp.example.com", False)])
+def test_the_mail_sink_runs_only_when_mail_goes_to_this_machine(tmp_path, host, runs):
+    config = load({"OCTAVIA_VAR_DIR": str(tmp_path), "OCTAVIA_SMTP_HOST": host, "OCTAVIA_SMTP_PORT": "45025"})
+    mail = [c for c in stack.components(config) if c.name == "mail"]
+    assert bool(mail) == runs
+    if runs:
+        assert mail[0].ports == [(45025, "OCTAVIA_SMTP_PORT")] and not mail[0].is_service
