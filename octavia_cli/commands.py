@@ -261,7 +261,7 @@ def prices(args: argparse.Namespace, client: Client) -> int:
           str(int(p.get("creditsPerMinutePerTargetLanguage") or 0))) for p in price_list],
         numeric=(1, 2),
     )  # fmt: skip
-    print("A job costs its minutes times (per minute + per target language x languages), rounded up.")
+    print("A job costs (per minute + per target language x languages) x its minutes, rounded up to whole credits.")
     print("\nCredit packs (`octavia buy PACK`):")
     _table(
         ("PACK", "NAME", "CREDITS", "PRICE"),
@@ -396,8 +396,8 @@ def translate(args: argparse.Namespace, client: Client) -> int:
     except ApiError as exc:
         if exc.reason == "INSUFFICIENT_CREDITS":
             exc.hint = (
-                f"This job costs {cost} credits and you have {available}. "
-                "`octavia prices` lists the credit packs and `octavia buy <pack>` buys one; then run this again."
+                f"The job costs {cost} credits and you have {available}: buy a credit pack "
+                "(`octavia prices` lists them, `octavia buy <pack>` buys one), then run this again."
             )
         raise
     held = int(job.get("creditsHeld") or 0)
@@ -727,8 +727,8 @@ def error_hint(error: ApiError) -> str:
         return error.hint
     if error.reason == "EMAIL_NOT_VERIFIED":
         return (
-            "Confirm your email address first: `octavia verify-email LINK` with the link from the verification email "
-            "(`octavia resend-verification` sends a new one)."
+            "`octavia verify-email LINK` confirms it with the link from the verification email; "
+            "`octavia resend-verification` sends a new one."
         )
     if error.reason == "RATE_LIMITED" or error.http_status == 429:
         return f"Too many requests for now: try again {_retry_time(error.retry_after_s)}."
