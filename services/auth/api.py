@@ -1,4 +1,4 @@
-"""The AuthService servicer: thin; it validates, calls Accounts and shapes replies."""
+"""The AuthService servicer: thin; it validates, calls Accounts or ApiKeys and shapes replies."""
 
 from __future__ import annotations
 
@@ -51,9 +51,7 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
         self.api_keys = api_keys
 
     async def SignUp(self, request, context):
-        user = await self.accounts.sign_up(
-            request.email, request.password, request.display_name, client=client_address()
-        )
+        user = await self.accounts.sign_up(request.email, request.password, request.display_name, client=client_address())
         return auth_pb2.SignUpResponse(user=user_message(user))
 
     async def LogIn(self, request, context):
@@ -97,7 +95,7 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
 
     async def ListApiKeys(self, request, context):
         limit, after = page_size(request.page_size), keyset_after(request.page_token)
-        rows = await self.api_keys.list(current_user_id(), limit + 1, after)
+        rows = await self.api_keys.page(current_user_id(), limit + 1, after)
         page, next_token = keyset_page(rows, limit)
         return auth_pb2.ListApiKeysResponse(api_keys=[api_key_message(row) for row in page], next_page_token=next_token)
 

@@ -63,7 +63,8 @@ class ApiKeys:
         )
         return row, secret
 
-    async def list(self, user_id: str, limit: int, after: tuple[datetime, uuid.UUID] | None) -> Sequence[ApiKeyRow]:
+    async def page(self, user_id: str, limit: int, after: tuple[datetime, uuid.UUID] | None) -> Sequence[ApiKeyRow]:
+        """The user's keys, newest first, after a (created_at, id) cursor."""
         return await self.store.api_keys_of(uuid.UUID(user_id), limit, after)
 
     async def delete(self, principal: Principal, key_id: uuid.UUID, name: str) -> None:

@@ -30,11 +30,8 @@ class Mailer:
         self.config = config
         self._queue: asyncio.Queue[EmailMessage] = asyncio.Queue(QUEUE_SIZE)
 
-    def verification_link(self, token: str) -> str:
-        return f"{self.config.app_url}/verify-email?{urlencode({'token': token})}"
-
     def send_verification(self, to: str, display_name: str, token: str, expires_at: datetime) -> None:
-        link = self.verification_link(token)
+        link = f"{self.config.app_url}/verify-email?{urlencode({'token': token})}"
         self._send(
             to,
             "Confirm your email address for Octavia",
