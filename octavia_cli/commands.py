@@ -279,7 +279,12 @@ def buy(args: argparse.Namespace, client: Client) -> int:
         "successUrl": args.success_url or f"{client.api}/",
         "requestId": uuid.uuid4().hex,
     }
-    checkout = client.call("POST", "/v1/checkouts", body)["checkout"]
+    try:
+        checkout = client.call("POST", "/v1/checkouts", body)["checkout"]
+    except ApiError as exc:
+        if exc.reason == "REDIRECT_NOT_ALLOWED":
+            exc.hint = "Give --success-url a page on an origin the API trusts: its public URL, or its web app's."
+        raise
     _err(f"{checkout['name']}: {_bought(checkout)}. Pay on this page{_until(checkout)}:")
     print(checkout["url"], flush=True)
     if args.open:
@@ -395,8 +400,10 @@ def translate(args: argparse.Namespace, client: Client) -> int:
         job = client.call("POST", "/v1/jobs", {"job": {**job_spec, "inputAsset": asset["name"]}, "requestId": uuid.uuid4().hex})["job"]
     except ApiError as exc:
         if exc.reason == "INSUFFICIENT_CREDITS":
+            # Billing's refusal says what it saw when it refused; the quote is a moment older.
+            needed, have = exc.metadata.get("needed") or cost, exc.metadata.get("available") or available
             exc.hint = (
-                f"The job costs {cost} credits and you have {available}: buy a credit pack "
+                f"The job costs {needed} credits and you have {have}: buy a credit pack "
                 "(`octavia prices` lists them, `octavia buy <pack>` buys one), then run this again."
             )
         raise

@@ -237,6 +237,17 @@ def test_the_success_url_can_be_given_and_the_browser_stays_closed_without_open(
     assert (body["creditPack"], body["successUrl"]) == ("creditPacks/studio", "https://app.example.com/paid")
 
 
+def test_a_success_url_the_api_does_not_trust_is_explained(octavia, signed_in):
+    refusal = _status(3, "success_url: http://localhost:8080 is not an allowed origin", "REDIRECT_NOT_ALLOWED", "billing.octavia")
+    fake = FakeApi({("POST", "/v1/checkouts"): (400, refusal)})
+
+    status, _, err = octavia(fake, "buy", "starter")
+
+    assert status == 1
+    assert "is not an allowed origin [REDIRECT_NOT_ALLOWED]" in err
+    assert "Give --success-url a page on an origin the API trusts" in err
+
+
 def test_a_checkout_that_expires_unpaid_says_so(octavia, signed_in, sleeps):
     fake = FakeApi({
         ("POST", "/v1/checkouts"): {"checkout": _checkout("OPEN")},
@@ -320,15 +331,25 @@ def test_translate_prices_the_job_before_creating_it(octavia, signed_in, talk, t
 
 
 def test_not_enough_credits_says_what_it_costs_and_how_to_buy(octavia, signed_in, talk):
-    refusal = _status(9, "not enough credits: the job costs 22 and 8 are available", "INSUFFICIENT_CREDITS", "billing.octavia")
+    refusal = _status(9, "this needs 22 credits and 8 are available", "INSUFFICIENT_CREDITS", "billing.octavia")
     fake = _translate_api((400, refusal))
 
     status, _, err = octavia(fake, "translate", str(talk), "--to", "pt", "--subtitles")
 
     assert status == 1
-    assert "error: not enough credits: the job costs 22 and 8 are available [INSUFFICIENT_CREDITS]" in err
-    assert "The job costs 22 credits and you have 8: buy a credit pack" in err
+    assert "error: this needs 22 credits and 8 are available [INSUFFICIENT_CREDITS]" in err
+    assert "The job costs 22 credits and you have 8: buy a credit pack" in err, "the quote's figures"
     assert "`octavia prices`" in err and "`octavia buy <pack>`" in err
+
+
+def test_the_refusals_own_figures_win_over_the_older_quote(octavia, signed_in, talk):
+    refusal = _status(9, "this needs 22 credits and 3 are available", "INSUFFICIENT_CREDITS", "billing.octavia")
+    refusal["details"][0]["metadata"] = {"needed": "22", "available": "3"}  # another job held 5 since the quote
+    fake = _translate_api((400, refusal))
+
+    _, _, err = octavia(fake, "translate", str(talk), "--to", "pt", "--subtitles")
+
+    assert "The job costs 22 credits and you have 3: buy a credit pack" in err
 
 
 def test_an_unverified_email_is_pointed_at_verify_email(octavia, signed_in, talk):
