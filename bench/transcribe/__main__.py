@@ -29,7 +29,6 @@ import signal
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -41,12 +40,7 @@ from scripts import stack as local_stack
 from services.transcribe.engine import Transcriber
 from tests.integration.jobs_flow import create_job, uploaded_asset, watch
 
-
-def sign_in(api: httpx.Client) -> dict:
-    email, password = f"bench-{uuid.uuid4().hex[:10]}@example.com", "bench password 1"
-    api.post("/v1/auth/signup", json={"email": email, "password": password}).raise_for_status()
-    tokens = api.post("/v1/auth/login", json={"email": email, "password": password}).json()["tokens"]
-    return {"authorization": f"Bearer {tokens['accessToken']}"}
+from ..users import sign_in
 
 
 def run_job(api: httpx.Client, headers: dict, asset: str, model: str) -> tuple[float, dict]:
@@ -102,7 +96,7 @@ def main() -> None:
     transcriber = Transcriber(config)
     transcriber.load(args.model)
     with httpx.Client(base_url=f"http://127.0.0.1:{config.envoy_port}", timeout=60) as api:
-        headers = sign_in(api)
+        headers = sign_in(api, config, credits=10_000)  # hours of transcription
         asset = uploaded_asset(api, headers, clip)
         run_job(api, headers, asset, args.model)  # warm: the worker loads the model on first use
         direct, mesh = [], []

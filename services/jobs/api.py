@@ -7,25 +7,29 @@ import hashlib
 import re
 import time
 import uuid
+from dataclasses import dataclass
 
 import grpc
+from octavia.billing.v1 import billing_pb2
 from octavia.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from octavia.media.v1 import media_pb2, media_pb2_grpc
 from octavia.transcribe.v1 import transcribe_pb2, transcribe_pb2_grpc
 from octavia.translate.v1 import translate_pb2, translate_pb2_grpc
 
 from octavia_runtime import bus
-from octavia_runtime.auth import current_user_id
+from octavia_runtime.auth import current_principal, current_user_id
 from octavia_runtime.errors import ApiError, invalid_argument, not_found, unimplemented
 from octavia_runtime.languages import primary_language
 from octavia_runtime.pagination import keyset_after, keyset_page, page_size
+from octavia_runtime.ratelimit import Limiter
 from octavia_runtime.resources import parse_name
 
 from . import orchestrator, pipeline
-from .pipeline import video_frame_rate
+from .credits import HOLD_SECONDS, Credits
+from .pipeline import TERMINAL_STATES, video_frame_rate
 from .runner import Runner
 from .store import JobStore
-from .views import TERMINAL_STATES, job_event, job_message, now
+from .views import job_event, job_message, now
 
 P = jobs_pb2
 MAX_TARGETS = 10
@@ -63,13 +67,25 @@ class Catalogue:
         return self._models[1], self._models[2]
 
 
+@dataclass(frozen=True)
+class Admission:
+    """Who may create jobs, and how often."""
+
+    limiter: Limiter  # jobs created per user
+    require_verified_email: bool
+
+
 class JobApi(jobs_pb2_grpc.JobServiceServicer):
-    def __init__(self, store: JobStore, runner: Runner, media_channel, catalogue: Catalogue, nc):
+    def __init__(
+        self, store: JobStore, runner: Runner, media_channel, catalogue: Catalogue, nc, credits: Credits, admission: Admission
+    ):
         self.store = store
         self.runner = runner
         self.media = media_pb2_grpc.MediaServiceStub(media_channel)
         self.catalogue = catalogue
         self.nc = nc
+        self.credits = credits
+        self.admission = admission
 
     async def CreateJob(self, request, context):
         owner = current_user_id()
@@ -78,8 +94,15 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         request_hash = hashlib.sha256(spec.SerializeToString(deterministic=True)).digest()
         if request.request_id:
             existing = await self.store.by_request_id(owner, request.request_id)
-            if existing is not None:
+            if existing is not None:  # a retry: free, whatever the limits say now
                 return P.CreateJobResponse(job=self._same_request(existing, request_hash))
+        if self.admission.require_verified_email and not current_principal().email_verified:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "EMAIL_NOT_VERIFIED",
+                "confirm your email address first: follow the link in the verification email (or ask for a new one)",
+            )
+        await self.admission.limiter.hit(owner)
         asset = await self._input(spec.input_asset, owner)
         await self._check_languages(spec)
 
@@ -95,13 +118,33 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         job.priority = spec.priority or P.PRIORITY_DEFAULT
         frame_rate = video_frame_rate(asset.media_info)
         effects = orchestrator.start(job, pipeline.plan(job.kind, list(job.target_languages)), now(), frame_rate)
+        hold = await self._reserve(job_id, owner, job)
         row, created = await self.store.create(
-            job_id, owner, job, request.request_id or None, request_hash, effects.publish, frame_rate
+            job_id, owner, job, request.request_id or None, request_hash, effects.publish, frame_rate, hold.name
         )
-        if not created:  # a concurrent call with the same request_id won
+        if not created:  # a concurrent call with the same request_id won: this one's hold goes back
+            if await self.credits.release_reference(job_id):
+                await self.store.reserved_without_job(job_id)
             return P.CreateJobResponse(job=self._same_request(row, request_hash))
         await self.runner.after_commit(row, effects)
         return P.CreateJobResponse(job=job_message(row))
+
+    async def _reserve(self, job_id: uuid.UUID, owner: str, job: jobs_pb2.Job) -> billing_pb2.Hold:
+        """Hold the job's price before the job exists; a refusal leaves neither job nor hold.
+
+        The reservation row covers a crash (or a lost answer) between the hold
+        and the job: the runner releases holds whose job never appeared.
+        """
+        started = time.perf_counter()
+        await self.store.reserving(job_id)
+        try:
+            hold = await self.credits.reserve(job_id, owner, job)
+        except ApiError:  # billing refused: no hold was made
+            await self.store.reserved_without_job(job_id)
+            raise
+        HOLD_SECONDS.observe(time.perf_counter() - started)
+        job.credits_held = hold.credits
+        return hold
 
     def _same_request(self, row, request_hash: bytes) -> jobs_pb2.Job:
         if row.request_hash != request_hash:

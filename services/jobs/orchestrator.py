@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from uuid import UUID
 
 from google.protobuf import timestamp_pb2
 from google.rpc import code_pb2, status_pb2
@@ -28,12 +29,11 @@ from octavia.media.v1 import media_pb2
 from octavia_runtime.stages import error_status, stage_name
 
 from . import pipeline
-from .pipeline import Node
+from .pipeline import TERMINAL_STATES, Node
 
 P = jobs_pb2
 R = stages_pb2
 
-TERMINAL_STATES = (P.STATE_SUCCEEDED, P.STATE_FAILED, P.STATE_CANCELLED)
 FINISHED_STAGES = (P.STAGE_STATE_SUCCEEDED, P.STAGE_STATE_FAILED, P.STAGE_STATE_CANCELLED, P.STAGE_STATE_SKIPPED)
 IN_FLIGHT = (P.STAGE_STATE_QUEUED, P.STAGE_STATE_RUNNING)
 MAX_ATTEMPTS = 2  # a stage that times out is tried once more, then the job fails
@@ -48,6 +48,15 @@ _LABELS = {
 }
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What billing is owed for a job that ended: capture its hold, or release it."""
+
+    job_id: UUID
+    hold: str
+    capture: bool
+
+
 @dataclass
 class Effects:
     publish: list[stages_pb2.StageTask] = field(default_factory=list)
@@ -55,6 +64,7 @@ class Effects:
     progressed: bool = False
     cancel_flag: bool = False  # tell running workers to stop
     ignored: str = ""  # why the input changed nothing
+    settle: Settlement | None = None  # the job just ended: capture or release its hold
 
     @property
     def changed(self) -> bool:
@@ -70,6 +80,20 @@ def _ts(now: datetime) -> timestamp_pb2.Timestamp:
 def _label(node: Node) -> str:
     label = _LABELS.get(node.stage, stage_name(node.stage))
     return f"{label} ({node.language})" if node.language else label
+
+
+def settle(job: jobs_pb2.Job, job_id: UUID, hold: str | None) -> Settlement | None:
+    """A job that just ended owes its hold: captured if it succeeded, else released.
+
+    The job's credit fields say so at once; billing hears of it right after
+    (runner.py delivers the settlement, which billing applies idempotently).
+    """
+    if not hold:
+        return None
+    captured = job.state == P.STATE_SUCCEEDED
+    job.credits_charged = job.credits_held if captured else 0
+    job.credits_held = 0
+    return Settlement(job_id, hold, captured)
 
 
 def start(job: jobs_pb2.Job, nodes: list[Node], now: datetime, frame_rate: float = 0.0) -> Effects:

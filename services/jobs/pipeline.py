@@ -23,6 +23,7 @@ from octavia_runtime.stages import stage_name
 P = jobs_pb2
 R = stages_pb2
 
+TERMINAL_STATES = (P.STATE_SUCCEEDED, P.STATE_FAILED, P.STATE_CANCELLED)
 DEFAULT_TIME_LIMIT_S = 30 * 60
 MAX_TIME_LIMIT_S = 6 * 3600
 SOURCE = ""  # the `language` of nodes working on the source language

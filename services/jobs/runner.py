@@ -5,6 +5,8 @@
 - `consume_events`: applies workers' StageEvents to jobs, in order per job.
 - `sweep`: stages past their deadline and cancels nobody confirms.
 - `watch_exhausted`: tasks JetStream stopped delivering (max deliveries).
+- `settle`: delivers what ended jobs owe billing (capture or release their
+  hold), and releases holds whose job was never created.
 
 Each change is one transaction (`JobStore.mutate`); after it commits, the
 JobEvent goes to watchers on core NATS and the cancel flag, when set, to the
@@ -26,6 +28,7 @@ from octavia.media.v1 import media_pb2, media_pb2_grpc
 from octavia_runtime import bus
 
 from . import orchestrator, pipeline
+from .credits import Credits
 from .orchestrator import Effects
 from .store import JobRow, JobStore, Locked
 from .views import job_event, now
@@ -36,33 +39,46 @@ RELAY_POLL_S = 1.0
 SWEEP_INTERVAL_S = 2.0
 CANCEL_TIMEOUT_S = 30.0
 EVENT_BATCH = 64
+SETTLE_POLL_S = 5.0
+# A reservation still without its job after this long lost its CreateJob (which takes seconds at most).
+ABANDONED_RESERVATION_S = 120.0
 
 
 class Runner:
-    def __init__(self, store: JobStore, js, nc, media_channel):
+    def __init__(self, store: JobStore, js, nc, media_channel, credits: Credits):
         self.store = store
         self.js = js
         self.nc = nc
         self.media = media_pb2_grpc.MediaServiceStub(media_channel)
+        self.credits = credits
         self._outbox = asyncio.Event()
+        self._settlements = asyncio.Event()
         self._cancel_kv = None
         self._cleanups: set[asyncio.Task] = set()
 
     # -- changes ---------------------------------------------------------------------------
 
     async def change(self, job_id: UUID, change) -> tuple[JobRow, Effects] | None:
-        """Apply `change(locked) -> Effects` in one transaction, then tell the world."""
+        """Apply `change(locked) -> Effects` in one transaction, then tell the world.
+
+        A job that ends in it owes billing its settlement, written in the same transaction.
+        """
         before: list[int] = []
 
         def remembering(locked: Locked) -> Effects:
             before.append(locked.job.state)
-            return change(locked)
+            effects = change(locked)
+            if before[0] not in pipeline.TERMINAL_STATES and locked.job.state in pipeline.TERMINAL_STATES:
+                effects.settle = orchestrator.settle(locked.job, locked.row.id, locked.row.hold)
+            return effects
 
         done = await self.store.mutate(job_id, remembering)
         if done is None:
             return None
         row, effects = done
         await self.after_commit(row, effects)
+        if effects.settle is not None:
+            self._settlements.set()
         if row.state in (jobs_pb2.STATE_FAILED, jobs_pb2.STATE_CANCELLED) and before and before[0] != row.state:
             # A job that gave nothing keeps nothing: its intermediate blobs go (the record stays).
             cleanup = asyncio.create_task(self._discard_blobs(row))
@@ -162,7 +178,7 @@ class Runner:
             o.role in pipeline.ARTIFACT_KINDS for o in event.outputs
         ):
             row = await self.store.get(None, job_id)
-            if row is None or row.state in orchestrator.TERMINAL_STATES:
+            if row is None or row.state in pipeline.TERMINAL_STATES:
                 return
             assets = await self._register(jobs_pb2.Job.FromString(row.spec), row, event)
 
@@ -214,6 +230,22 @@ class Runner:
                     await self.change(job_id, change)
             except Exception:  # noqa: BLE001
                 log.exception("sweep.failed")
+
+    async def settle(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._settlements.wait(), SETTLE_POLL_S)
+            except TimeoutError:
+                pass
+            self._settlements.clear()
+            try:
+                while await self.store.settle(self.credits.deliver) > 0:
+                    pass
+                for job_id in await self.store.abandoned_reservations(ABANDONED_RESERVATION_S):
+                    if await self.credits.release_reference(job_id):
+                        await self.store.reserved_without_job(job_id)
+            except Exception:  # noqa: BLE001 - billing or Postgres away: rows wait for the next round
+                log.exception("settle.failed")
 
     async def watch_exhausted(self) -> None:
         """Fail the job of a task JetStream gave up on (its workers died on every delivery)."""

@@ -13,6 +13,9 @@ from octavia.jobs.v1 import jobs_pb2, stages_pb2
 from octavia_runtime import bus
 from octavia_runtime.stages import stage_name
 
+from .orchestrator import Effects, Settlement
+from .pipeline import TERMINAL_STATES
+
 
 @dataclass(frozen=True)
 class JobRow:
@@ -28,9 +31,12 @@ class JobRow:
     request_hash: bytes | None = None
     deadlines: dict | None = None
     frame_rate: float = 0.0
+    hold: str | None = None
 
 
-_COLUMNS = "id, owner_id, kind, state, spec, request_id, created_at, updated_at, event_seq, request_hash, deadlines, frame_rate"
+_COLUMNS = (
+    "id, owner_id, kind, state, spec, request_id, created_at, updated_at, event_seq, request_hash, deadlines, frame_rate, hold"
+)
 
 
 @dataclass
@@ -87,12 +93,17 @@ class JobStore:
         request_hash: bytes | None,
         tasks: list[stages_pb2.StageTask],
         frame_rate: float = 0.0,
+        hold: str | None = None,
     ) -> tuple[JobRow, bool]:
-        """Insert the job and its first tasks at once; (row, created). A known request_id returns the first job."""
+        """Insert the job and its first tasks at once; (row, created). A known request_id returns the first job.
+
+        The job's reservation is settled with it; when the request_id was
+        already used the reservation stays, for the caller to release.
+        """
         async with self.pool.acquire() as con, con.transaction():
             row = await con.fetchrow(
-                "INSERT INTO jobs (id, owner_id, kind, state, spec, request_id, request_hash, frame_rate, event_seq)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1)"
+                "INSERT INTO jobs (id, owner_id, kind, state, spec, request_id, request_hash, frame_rate, hold, event_seq)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)"
                 " ON CONFLICT (owner_id, request_id) DO NOTHING"
                 f" RETURNING {_COLUMNS}",
                 job_id,
@@ -103,20 +114,60 @@ class JobStore:
                 request_id,
                 request_hash,
                 frame_rate,
+                hold,
             )
             if row is None:  # the same request_id was used before
                 existing = await con.fetchrow(
                     f"SELECT {_COLUMNS} FROM jobs WHERE owner_id = $1 AND request_id = $2", owner_id, request_id
                 )
                 return JobRow(**existing), False
+            await con.execute("DELETE FROM reservations WHERE job_id = $1", job_id)
             await _enqueue(con, tasks)
             return JobRow(**row), True
 
-    async def mutate(self, job_id: UUID, change: Callable[[Locked], object]) -> tuple[JobRow, object] | None:
-        """Lock the job, let `change` edit it, and save it with the tasks it queued, in one transaction.
+    # -- credits ----------------------------------------------------------------------------------
 
-        `change` returns the orchestrator's Effects (anything with `changed` and
-        `publish`); nothing is written when nothing changed. None: no such job.
+    async def reserving(self, job_id: UUID) -> None:
+        """Note that a hold is being asked for `job_id` (before the job exists)."""
+        await self.pool.execute("INSERT INTO reservations (job_id) VALUES ($1) ON CONFLICT DO NOTHING", job_id)
+
+    async def reserved_without_job(self, job_id: UUID) -> None:
+        """The hold for `job_id` was refused or released: nothing is left to clean up."""
+        await self.pool.execute("DELETE FROM reservations WHERE job_id = $1", job_id)
+
+    async def abandoned_reservations(self, older_than_s: float, limit: int = 100) -> list[UUID]:
+        """Reservations whose job was never created (CreateJob crashed or lost its caller)."""
+        rows = await self.pool.fetch(
+            "SELECT job_id FROM reservations WHERE created_at < now() - make_interval(secs => $1)"
+            " ORDER BY created_at LIMIT $2",
+            older_than_s,
+            limit,
+        )
+        return [row["job_id"] for row in rows]
+
+    async def settle(self, deliver: Callable, batch: int = 50) -> int:
+        """Hand waiting settlements to `deliver(settlement) -> bool` and delete the delivered.
+
+        The first one not delivered (billing away) ends the round: its attempt is counted, the rest wait.
+        """
+        async with self.pool.acquire() as con, con.transaction():
+            rows = await con.fetch(
+                "SELECT job_id, hold, capture FROM settlements ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED", batch
+            )
+            delivered, pending = [], []
+            for row in rows:
+                if not await deliver(Settlement(**row)):
+                    pending.append(row["job_id"])
+                    break
+                delivered.append(row["job_id"])
+            await con.execute("DELETE FROM settlements WHERE job_id = ANY($1::uuid[])", delivered)
+            await con.execute("UPDATE settlements SET attempts = attempts + 1 WHERE job_id = ANY($1::uuid[])", pending)
+            return len(delivered)
+
+    async def mutate(self, job_id: UUID, change: Callable[[Locked], Effects]) -> tuple[JobRow, Effects] | None:
+        """Lock the job, let `change` edit it, and save it with the tasks it queued and the
+        settlement it owes, in one transaction. Nothing is written when nothing changed.
+        None: no such job.
         """
         async with self.pool.acquire() as con, con.transaction():
             found = await con.fetchrow(f"SELECT {_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE", job_id)
@@ -139,10 +190,16 @@ class JobStore:
                 locked.frame_rate,
             )
             await _enqueue(con, effects.publish)
+            if effects.settle is not None:
+                await _owe(con, effects.settle)
             return JobRow(**saved), effects
 
     async def delete(self, job_id: UUID) -> None:
-        await self.pool.execute("DELETE FROM jobs WHERE id = $1", job_id)
+        """Delete the job; the hold of one that had not finished is released."""
+        async with self.pool.acquire() as con, con.transaction():
+            row = await con.fetchrow("DELETE FROM jobs WHERE id = $1 RETURNING state, hold", job_id)
+            if row is not None and row["hold"] and row["state"] not in TERMINAL_STATES:
+                await _owe(con, Settlement(job_id, row["hold"], capture=False))
 
     async def unfinished_due(self, limit: int = 100) -> list[UUID]:
         """Unfinished jobs with a stage past its deadline, or cancelling: the sweeper looks at them."""
@@ -165,6 +222,16 @@ class JobStore:
             if rows:
                 await con.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows])
             return len(rows)
+
+
+async def _owe(con: asyncpg.Connection, settlement: Settlement) -> None:
+    """Record what billing is owed; a job settles once (its first end state decides)."""
+    await con.execute(
+        "INSERT INTO settlements (job_id, hold, capture) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        settlement.job_id,
+        settlement.hold,
+        settlement.capture,
+    )
 
 
 async def _enqueue(con: asyncpg.Connection, tasks: list[stages_pb2.StageTask]) -> None:

@@ -8,9 +8,8 @@ from octavia.jobs.v1 import jobs_pb2
 
 from octavia_runtime.resources import timestamp
 
+from .pipeline import TERMINAL_STATES
 from .store import JobRow
-
-TERMINAL_STATES = (jobs_pb2.STATE_SUCCEEDED, jobs_pb2.STATE_FAILED, jobs_pb2.STATE_CANCELLED)
 
 
 def job_message(row: JobRow) -> jobs_pb2.Job:

@@ -217,3 +217,36 @@ def test_output_keys_are_deterministic_per_job_stage_and_language():
     assert [o.key for o in first.outputs] == [o.key for o in again.outputs]
     assert first.outputs[0].key == "jobs/j1/render_subtitles/pt/subtitles.srt"
     assert first.task_id == "j1/render_subtitles/pt/_/1" and again.task_id.endswith("/3")
+
+
+def test_a_job_that_ends_owes_its_hold_captured_on_success_and_released_otherwise():
+    from uuid import uuid4
+
+    job_id = uuid4()
+    succeeded, nodes, effects = new_job()
+    succeeded.credits_held = 12
+    run_to_end(succeeded, nodes, effects)
+    owed = orchestrator.settle(succeeded, job_id, "holds/h1")
+    assert (owed.hold, owed.capture) == ("holds/h1", True)
+    assert (succeeded.credits_held, succeeded.credits_charged) == (0, 12)
+
+    cancelled, _, _ = new_job()
+    cancelled.credits_held = 12
+    orchestrator.cancel(cancelled, T0)
+    owed = orchestrator.settle(cancelled, job_id, "holds/h2")
+    assert owed.capture is False
+    assert (cancelled.credits_held, cancelled.credits_charged) == (0, 0)
+
+    assert orchestrator.settle(succeeded, job_id, None) is None, "a job from before billing owes nothing"
+
+
+def test_the_statement_line_says_what_the_job_was():
+    from google.protobuf import duration_pb2
+
+    from services.jobs.credits import description, usage
+
+    job = P.Job(kind=P.JOB_KIND_SUBTITLES, target_languages=["pt", "es"], media_duration=duration_pb2.Duration(seconds=185))
+    assert description(job) == "Subtitles, 3 min 5 s, 2 languages: pt, es"
+    assert usage(job).target_language_count == 2 and usage(job).duration.seconds == 185
+    short = P.Job(kind=P.JOB_KIND_TRANSCRIPTION, media_duration=duration_pb2.Duration(seconds=9, nanos=600_000_000))
+    assert description(short) == "Transcription, 10 s"
