@@ -165,6 +165,20 @@ class Accounts:
         await self.limits.login_account.reset(email)  # the limit counts failures since the last success
         return user, await self._open_session(user)
 
+    async def _open_session(self, user: UserRow) -> Tokens:
+        refresh_token = secrets.token_urlsafe(32)
+        refresh_expires = datetime.now(UTC) + self.refresh_ttl
+        session_id = await self.store.create_session(user.id, refresh_expires, _token_hash(refresh_token))
+        await self.sessions.open(str(session_id), session_info(user), refresh_expires)
+        access_token, access_expires = self._access_token(user.id, session_id, user.email_verified)
+        return Tokens(access_token, access_expires, refresh_token, refresh_expires)
+
+    def _access_token(self, user_id: uuid.UUID, session_id: uuid.UUID, verified: bool) -> tuple[str, datetime]:
+        now = int(time.time())
+        expires = now + int(self.access_ttl.total_seconds())
+        claims = {"sub": str(user_id), "sid": str(session_id), "ev": verified, "iat": now, "exp": expires}
+        return jwt.encode(claims, self.secret, algorithm="HS256"), datetime.fromtimestamp(expires, UTC)
+
     # --- email verification ---
 
     async def _send_verification(self, user: UserRow) -> None:
@@ -202,20 +216,6 @@ class Accounts:
             )
         await self.limits.resend_verification.hit(user_id)
         await self._send_verification(user)
-
-    async def _open_session(self, user: UserRow) -> Tokens:
-        refresh_token = secrets.token_urlsafe(32)
-        refresh_expires = datetime.now(UTC) + self.refresh_ttl
-        session_id = await self.store.create_session(user.id, refresh_expires, _token_hash(refresh_token))
-        await self.sessions.open(str(session_id), session_info(user), refresh_expires)
-        access_token, access_expires = self._access_token(user.id, session_id, user.email_verified)
-        return Tokens(access_token, access_expires, refresh_token, refresh_expires)
-
-    def _access_token(self, user_id: uuid.UUID, session_id: uuid.UUID, verified: bool) -> tuple[str, datetime]:
-        now = int(time.time())
-        expires = now + int(self.access_ttl.total_seconds())
-        claims = {"sub": str(user_id), "sid": str(session_id), "ev": verified, "iat": now, "exp": expires}
-        return jwt.encode(claims, self.secret, algorithm="HS256"), datetime.fromtimestamp(expires, UTC)
 
     # --- sessions ---
 
