@@ -36,6 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 for path in (ROOT, ROOT / "scripts"):
@@ -217,12 +218,16 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _envoy_ready(admin_port: int) -> bool:
+def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=0.5) as r:
+        with urllib.request.urlopen(url, timeout=0.5) as r:
             return r.status == 200
     except OSError:
         return False
+
+
+def _envoy_ready(admin_port: int) -> bool:
+    return _http_ok(f"http://127.0.0.1:{admin_port}/ready")
 
 
 def _grpc_health(target: str, timeout: float = 0.5) -> str:
@@ -448,6 +453,20 @@ def components(cfg: Config) -> list[Component]:
                 marker="scripts.mail_sink",
                 ready=lambda: _smtp_ready(cfg.smtp_port),
                 ports=[(cfg.smtp_port, "OCTAVIA_SMTP_PORT")],
+                env=env,
+            )
+        )
+    polar = urlsplit(cfg.polar_api_url)
+    if _loopback(polar.hostname or ""):  # the real Polar needs no local stand-in
+        polar_port = polar.port or (443 if polar.scheme == "https" else 80)
+        comps.append(
+            Component(
+                name="payments",
+                port=polar_port,
+                argv=[sys.executable, "-m", "scripts.fake_polar"],
+                marker="scripts.fake_polar",
+                ready=lambda: _http_ok(f"{cfg.polar_api_url}/_fake/health"),
+                ports=[(polar_port, "OCTAVIA_POLAR_API_URL")],
                 env=env,
             )
         )
