@@ -46,6 +46,9 @@ DEFAULT_RATE_LIMITS = {
     "signup_address": (20, 3600),  # sign-ups per client address
     "create_job_user": (120, 60),  # jobs created per user
 }
+# On a development machine every client is 127.0.0.1 (the CLI, the tests, a browser): limits
+# per client address would stop the machine's own work, so there they are generous.
+DEVELOPMENT_RATE_LIMITS = {"login_address": (100_000, 60), "signup_address": (100_000, 60)}
 
 # Credits per minute of media per job kind: "<kind>=<per minute>[+<per minute per target language>]".
 DEFAULT_PRICES = "transcription=10,subtitles=10+5,audio_translation=20+30,video_dubbing=30+40"
@@ -289,7 +292,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         mail_from=env.str("OCTAVIA_MAIL_FROM", "Octavia <no-reply@octavia.localhost>"),
         app_url=env.url("OCTAVIA_APP_URL", next((o for o in origins if "*" not in o), "http://localhost:3000"), ("http", "https")).rstrip("/"),
         require_verified_email=env.bool("OCTAVIA_REQUIRE_VERIFIED_EMAIL", False),
-        rate_limits=_rate_limits(env.str("OCTAVIA_RATE_LIMITS", "")),
+        rate_limits=_rate_limits(env.str("OCTAVIA_RATE_LIMITS", ""), environment),
         prices=_prices(env.str("OCTAVIA_PRICES", DEFAULT_PRICES)),
         billing_unit_s=env.int("OCTAVIA_BILLING_UNIT_S", 1, 1, 3600),
         welcome_credits=env.int("OCTAVIA_WELCOME_CREDITS", 100, 0, 10**9),
@@ -300,8 +303,9 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
     )
 
 
-def _rate_limits(raw: str) -> dict[str, RateLimit]:
-    limits = {name: RateLimit(*value) for name, value in DEFAULT_RATE_LIMITS.items()}
+def _rate_limits(raw: str, environment: str) -> dict[str, RateLimit]:
+    defaults = {**DEFAULT_RATE_LIMITS, **(DEVELOPMENT_RATE_LIMITS if environment == "development" else {})}
+    limits = {name: RateLimit(*value) for name, value in defaults.items()}
     for item in filter(None, (part.strip() for part in raw.split(","))):
         name, _, spec = item.partition("=")
         requests, _, period = spec.partition("/")

@@ -25,9 +25,6 @@ PASSWORD = "correct horse 9"
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Config]:
-    # The tests sign up and log in many users from 127.0.0.1: the stack they start gets
-    # generous per-address limits. The per-account log-in limit keeps its default.
-    os.environ.setdefault("OCTAVIA_RATE_LIMITS", "signup_address=100000/60,login_address=100000/60")
     config = load()
     started = not local_stack.is_up(config)
     if started:

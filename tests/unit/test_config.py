@@ -92,3 +92,16 @@ def test_limits_prices_and_packs_parse_and_round_trip():
     assert [p.id for p in config.credit_packs] == ["small", "big"], "packs are listed cheapest first"
     assert config.credit_packs[1].display_name == "Big pack"
     assert load(to_environ(config)) == config
+
+
+def test_limits_per_client_address_are_generous_only_in_development():
+    from octavia_runtime.config import RateLimit
+
+    production = {
+        "OCTAVIA_ENVIRONMENT": "production",
+        **{var: "x" * 40 for var in ("OCTAVIA_JWT_SECRET", "OCTAVIA_SERVICE_SECRET", "OCTAVIA_BLOB_SIGNING_KEY", "OCTAVIA_POLAR_TOKEN")},
+        "OCTAVIA_POLAR_WEBHOOK_SECRET": "whsec_" + "w" * 40,
+    }
+    assert load(production).rate_limits["signup_address"] == RateLimit(20, 3600)
+    assert load({}).rate_limits["signup_address"].requests >= 10_000, "every local client is 127.0.0.1"
+    assert load({}).rate_limits["login_account"] == load(production).rate_limits["login_account"]
