@@ -285,7 +285,8 @@ class FakePolar:
 
 
 async def serve(config: Config, signature: str) -> None:
-    runner = web.AppRunner(FakePolar(config, signature).app(), access_log=None)
+    # Idle keep-alive connections of test clients must not hold the exit up (aiohttp waits 60 s by default).
+    runner = web.AppRunner(FakePolar(config, signature).app(), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     port = urlsplit(config.polar_api_url).port or 80
     await web.TCPSite(runner, "127.0.0.1", port).start()
