@@ -178,8 +178,10 @@ class Ledger:
         if bad:
             raise invalid_argument(bad)
         quote = self.pricing.quote(usage)
-        hold_id = uuid.uuid4()
-        try:
+        posting = hold_posting(user_id, uuid.uuid4(), reference, quote.credits, description)
+        # The common case in one statement: an open account that covers the price, and a new reference.
+        balance, held = await self.store.reserve(posting, reference, quote, B.HOLD_STATE_HELD)
+        if held is None:  # else, under the account lock: a new account, a repeat, or not enough credits
             async with self.store.transaction() as tx:
                 balance = await tx.lock_account(user_id, self.opening(user_id))
                 existing = await tx.hold_by_reference(reference)
@@ -187,10 +189,9 @@ class Ledger:
                     return _same_hold(existing, user_id, quote), balance
                 if balance.available < quote.credits:
                     raise insufficient_credits(quote.credits, balance.available)
-                posting = hold_posting(user_id, hold_id, reference, quote.credits, description)
-                held = await tx.reserve(posting, reference, quote, B.HOLD_STATE_HELD)
-        except Conflict:  # the same reference, for another user, at the same moment
-            raise _reference_reused(await self.store.hold_by_reference(reference)) from None
+                balance, held = await tx.reserve(posting, reference, quote, B.HOLD_STATE_HELD)
+                if held is None:  # another user's reservation took this reference meanwhile
+                    raise _reference_reused(await tx.hold_by_reference(reference))
         return held, after(balance, posting.entries, held.created_at)
 
     async def hold(self, *, hold_id: UUID | None = None, reference: str = "") -> Hold:

@@ -22,7 +22,7 @@ from .pricing import Quote
 
 
 class Conflict(Exception):
-    """A unique key was taken by a concurrent transaction (a hold's reference, a grant's request_id)."""
+    """A unique key was taken by a concurrent transaction (a grant's request_id)."""
 
 
 @dataclass(frozen=True)
@@ -114,14 +114,31 @@ _MOVEMENTS = (
     " array_agg(e.account ORDER BY e.id) AS accounts, array_agg(e.amount ORDER BY e.id) AS amounts"
     " FROM movements m JOIN entries e ON e.movement_id = m.id"
 )
-# The movement and its entries, as CTEs with parameters $1..$9 (see _posting_args); clock_timestamp(),
+# The movement and its entries, as CTEs with parameters $1..$10 (see _posting_args); clock_timestamp(),
 # not now(), so that two movements of one transaction (a welcome grant, then a hold) keep their order.
-_POST = (
-    "m AS (INSERT INTO movements (id, user_id, reason, reference, description, hold_id, request_id, request_hash, created_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp()) RETURNING created_at),"
-    " e AS (INSERT INTO entries (movement_id, account, amount, created_at)"
-    " SELECT $1, t.account, t.amount, (SELECT created_at FROM m)"
-    " FROM unnest($9::text[], $10::bigint[]) WITH ORDINALITY AS t(account, amount, n) ORDER BY t.n)"
+# `only_if` is a condition on the CTEs before them: without it the movement is always recorded.
+def _post(only_if: str = "") -> str:
+    return (
+        "m AS (INSERT INTO movements (id, user_id, reason, reference, description, hold_id, request_id, request_hash,"
+        f" created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp() {only_if} RETURNING created_at),"
+        " e AS (INSERT INTO entries (movement_id, account, amount, created_at)"
+        " SELECT $1, t.account, t.amount, m.created_at"
+        " FROM m, unnest($9::text[], $10::bigint[]) WITH ORDINALITY AS t(account, amount, n) ORDER BY t.n)"
+    )
+
+
+_POST = _post()
+# A new hold with its HOLD movement, in one statement: only if the user's account (locked here) covers it
+# and the reference is new; else nothing is written. Returns the balance before, and the hold if made.
+_RESERVE = (
+    "WITH a AS (SELECT user_id, available, held, updated_at FROM accounts WHERE user_id = $2 FOR UPDATE),"
+    " h AS (INSERT INTO holds (id, user_id, reference, credits, state, kind, duration_ns, target_language_count,"
+    " description, created_at, updated_at)"
+    " SELECT $6, $2, $11, $12, $13, $14, $15, $16, $5, clock_timestamp(), clock_timestamp() FROM a WHERE a.available >= $12"
+    f" ON CONFLICT (reference) DO NOTHING RETURNING {_HOLD_COLUMNS}),"
+    f" {_post('WHERE EXISTS (SELECT FROM h)')}"
+    " SELECT a.user_id AS account_user_id, a.available, a.held, a.updated_at AS account_updated_at, h.*"
+    " FROM a LEFT JOIN h ON true"
 )
 
 
@@ -155,6 +172,22 @@ async def _checkout_where(db: asyncpg.Pool | asyncpg.Connection, column: str, va
         f"SELECT {_CHECKOUT_COLUMNS} FROM checkouts WHERE {column} = $1{' FOR UPDATE' if lock else ''}", value
     )
     return Checkout(**row) if row else None
+
+
+async def _reserve(
+    db: asyncpg.Pool | asyncpg.Connection, posting: Posting, reference: str, quote: Quote, state: int
+) -> tuple[Balance | None, Hold | None]:
+    """The hold `posting.hold_id` made in `state` if the account covers it and the reference is new.
+
+    Returns (the balance before, the hold or None); (None, None) when the user has no account yet.
+    """
+    row = await db.fetchrow(
+        _RESERVE, *_posting_args(posting), reference, quote.credits, state, quote.kind, quote.duration_ns, quote.languages
+    )
+    if row is None:
+        return None, None
+    balance = Balance(row["account_user_id"], row["available"], row["held"], row["account_updated_at"])
+    return balance, (Hold(**{column: row[column] for column in Hold.__dataclass_fields__}) if row["id"] else None)
 
 
 class Tx:
@@ -200,25 +233,8 @@ class Tx:
     async def hold_by_reference(self, reference: str) -> Hold | None:
         return await _hold_where(self.con, "reference", reference)
 
-    async def reserve(self, posting: Posting, reference: str, quote: Quote, state: int) -> Hold:
-        """Insert the hold `posting.hold_id` in `state`, with its HOLD movement; a taken reference raises Conflict."""
-        try:
-            row = await self.con.fetchrow(
-                "WITH h AS (INSERT INTO holds (id, user_id, reference, credits, state, kind, duration_ns,"
-                " target_language_count, description, created_at, updated_at)"
-                " VALUES ($6, $2, $11, $12, $13, $14, $15, $16, $5, clock_timestamp(), clock_timestamp())"
-                f" RETURNING {_HOLD_COLUMNS}), {_POST} SELECT * FROM h",
-                *_posting_args(posting),
-                reference,
-                quote.credits,
-                state,
-                quote.kind,
-                quote.duration_ns,
-                quote.languages,
-            )
-        except asyncpg.UniqueViolationError:
-            raise Conflict(reference) from None
-        return Hold(**row)
+    async def reserve(self, posting: Posting, reference: str, quote: Quote, state: int) -> tuple[Balance | None, Hold | None]:
+        return await _reserve(self.con, posting, reference, quote, state)
 
     async def settle(self, posting: Posting, state: int, captured_credits: int) -> Hold:
         """Move the hold `posting.hold_id` to `state`, with the movement that settles it."""
@@ -292,6 +308,10 @@ class BillingStore:
         """The user's balance; None before their account is opened."""
         row = await self.pool.fetchrow(_BALANCE, user_id)
         return Balance(**row) if row else None
+
+    async def reserve(self, posting: Posting, reference: str, quote: Quote, state: int) -> tuple[Balance | None, Hold | None]:
+        """Tx.reserve in a statement of its own: the common case of a reservation in one round trip."""
+        return await _reserve(self.pool, posting, reference, quote, state)
 
     async def hold(self, hold_id: UUID) -> Hold | None:
         return await _hold_where(self.pool, "id", hold_id)
