@@ -1,11 +1,12 @@
 """SQL against the billing schema only.
 
-Every write to a user's credits runs in a `Tx` that first locks the user's
-`accounts` row (opening the account on first touch), so the writes of one
-user are serialized and a balance checked under that lock still holds at
-commit. A movement is posted in one statement together with what it belongs
-to (the hold it creates or settles); the entries trigger of migration 0002
-keeps `accounts` equal to the sums of the entries.
+Every write to a user's credits first locks the user's `accounts` row: in a
+`Tx` (which opens the account on first touch), or inside the one statement
+of a reservation. So the writes of one user are serialized, and a balance
+checked under that lock still holds at commit. A movement is posted in one
+statement together with what it belongs to (the hold it creates or settles,
+the checkout it pays); the entries trigger of migration 0002 keeps
+`accounts` equal to the sums of the entries.
 """
 
 from __future__ import annotations
@@ -114,10 +115,15 @@ _MOVEMENTS = (
     " array_agg(e.account ORDER BY e.id) AS accounts, array_agg(e.amount ORDER BY e.id) AS amounts"
     " FROM movements m JOIN entries e ON e.movement_id = m.id"
 )
-# The movement and its entries, as CTEs with parameters $1..$10 (see _posting_args); clock_timestamp(),
-# not now(), so that two movements of one transaction (a welcome grant, then a hold) keep their order.
-# `only_if` is a condition on the CTEs before them: without it the movement is always recorded.
+
+
 def _post(only_if: str = "") -> str:
+    """A movement and its entries as CTEs with parameters $1..$10 (see _posting_args).
+
+    `only_if` is a condition on earlier CTEs; without one the movement is
+    always recorded. clock_timestamp(), not now(), so that two movements of
+    one transaction (a welcome grant, then a hold) keep their order.
+    """
     return (
         "m AS (INSERT INTO movements (id, user_id, reason, reference, description, hold_id, request_id, request_hash,"
         f" created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8, clock_timestamp() {only_if} RETURNING created_at),"
@@ -234,6 +240,7 @@ class Tx:
         return await _hold_where(self.con, "reference", reference)
 
     async def reserve(self, posting: Posting, reference: str, quote: Quote, state: int) -> tuple[Balance | None, Hold | None]:
+        """The hold of `posting`, made if the account covers it and the reference is new (see _reserve)."""
         return await _reserve(self.con, posting, reference, quote, state)
 
     async def settle(self, posting: Posting, state: int, captured_credits: int) -> Hold:
