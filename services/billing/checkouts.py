@@ -36,10 +36,9 @@ from octavia.billing.v1 import billing_pb2
 from octavia_runtime.config import CreditPack
 from octavia_runtime.errors import ApiError, invalid_argument, not_found
 
-from . import ledger
-from .ledger import Ledger
+from .ledger import Ledger, purchase_posting, refund_posting
 from .payments import CheckoutRequest, OrderPaid, OrderRefunded, PaymentEvent, PaymentsProvider
-from .store import BillingStore, Checkout
+from .store import Balance, BillingStore, Checkout, Tx
 
 log = structlog.get_logger("checkouts")
 B = billing_pb2
@@ -159,30 +158,42 @@ class Checkouts:
             if found is None:
                 log.warning("payments.unknown_checkout", webhook_id=event.webhook_id, type=event.type, order=event.order_id)
                 return
+            # The user's account lock first, as for every change to their credits; then the checkout, current.
             balance = await tx.lock_account(found.user_id, self.ledger.opening(found.user_id))
             checkout = await tx.checkout(found.id, lock=True)
-            reference = f"checkouts/{checkout.id}"
-            pack = f"{checkout.credits} credits ({checkout.credit_pack})"
             if isinstance(event, OrderPaid):
-                if checkout.provider_order_id is not None:
-                    return  # paid already (the order id is stored with the purchase)
-                purchase = ledger.purchase_posting(checkout.user_id, reference, checkout.credits, f"Purchase of {pack}")
-                await tx.complete_checkout(checkout.id, B.CHECKOUT_STATE_COMPLETED, event.order_id, purchase)
-                log.info("payments.purchased", checkout=reference, credits=checkout.credits, order=event.order_id)
-                return
+                await self._paid(tx, checkout, event)
+            else:
+                await self._refunded(tx, checkout, balance, event)
 
-            owed = refund_owed(checkout.credits, event.refunded_amount, event.total_amount)
-            due = owed - checkout.refunded_credits
-            if due <= 0:
-                return
-            taken = min(due, balance.available)
-            if taken < due:
-                log.warning("payments.refund_shortfall", checkout=reference, owed=due, taken=taken, user=str(checkout.user_id))
-            full = event.refunded_amount >= event.total_amount
-            state = B.CHECKOUT_STATE_REFUNDED if full else checkout.state
-            posting = ledger.refund_posting(checkout.user_id, reference, taken, f"Refund of {pack}") if taken else None
-            await tx.refund_checkout(checkout.id, state, owed, posting)
-            log.info("payments.refunded", checkout=reference, credits=taken, order=event.order_id)
+    @staticmethod
+    async def _paid(tx: Tx, checkout: Checkout, event: OrderPaid) -> None:
+        if checkout.provider_order_id is not None:
+            return  # paid already (the order id is stored with the purchase)
+        purchase = purchase_posting(
+            checkout.user_id, f"checkouts/{checkout.id}", checkout.credits, f"Purchase of {_pack(checkout)}"
+        )
+        await tx.complete_checkout(checkout.id, B.CHECKOUT_STATE_COMPLETED, event.order_id, purchase)
+        log.info("payments.purchased", checkout=f"checkouts/{checkout.id}", credits=checkout.credits, order=event.order_id)
+
+    @staticmethod
+    async def _refunded(tx: Tx, checkout: Checkout, balance: Balance, event: OrderRefunded) -> None:
+        owed = refund_owed(checkout.credits, event.refunded_amount, event.total_amount)
+        due = owed - checkout.refunded_credits
+        if due <= 0:
+            return
+        taken = min(due, balance.available)
+        reference = f"checkouts/{checkout.id}"
+        if taken < due:
+            log.warning("payments.refund_shortfall", checkout=reference, owed=due, taken=taken, user=str(checkout.user_id))
+        state = B.CHECKOUT_STATE_REFUNDED if event.refunded_amount >= event.total_amount else checkout.state
+        posting = refund_posting(checkout.user_id, reference, taken, f"Refund of {_pack(checkout)}") if taken else None
+        await tx.refund_checkout(checkout.id, state, owed, posting)
+        log.info("payments.refunded", checkout=reference, credits=taken, order=event.order_id)
+
+
+def _pack(checkout: Checkout) -> str:
+    return f"{checkout.credits} credits ({checkout.credit_pack})"
 
 
 def _same_request(checkout: Checkout, request_hash: bytes) -> Checkout:
