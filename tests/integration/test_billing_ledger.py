@@ -139,6 +139,7 @@ def test_balance_quote_and_statement_through_envoy_rest(billing, service, user, 
     assert rest_of_it["nextPageToken"] == ""
     holds_only = user.transactions("reason=TRANSACTION_REASON_HOLD")
     assert [t["reference"] for t in holds_only] == [held.reference]
+    assert len(user.transactions("pageSize=1000")) == 3, "a page size above the maximum is capped, not refused"
     for query in ("pageSize=-1", "pageToken=not-a-token", "reason=TRANSACTION_REASON_NOPE"):
         assert rest.get(f"/v1/transactions?{query}", headers=user.headers).status_code == 400, query
 
@@ -218,6 +219,22 @@ def test_capture_and_release_settle_a_hold_once(billing, service, user):
     assert capture(partial.name, 8).captured_credits == 8
     assert user.balance() == (100 - 30 - 8, 0)
     assert refused(lambda: capture(f"holds/{uuid.uuid4()}"))[:2] == (grpc.StatusCode.NOT_FOUND, "HOLD_NOT_FOUND")
+
+
+def test_bad_internal_requests_are_invalid_argument_naming_the_field(billing, service, user):
+    cases = [
+        (billing.ReserveCredits, B.ReserveCreditsRequest(user=user.name, reference="jobs/1"), "usage.kind"),
+        (billing.ReserveCredits, B.ReserveCreditsRequest(user="alice", reference="jobs/1", usage=usage(60)), "user"),
+        (billing.ReserveCredits, B.ReserveCreditsRequest(user=user.name, usage=usage(60)), "reference"),
+        (billing.GrantCredits, B.GrantCreditsRequest(user=user.name, credits=5), "description"),
+        (billing.GetHold, B.GetHoldRequest(), "name"),
+        (billing.CaptureHold, B.CaptureHoldRequest(name="jobs/1"), "name"),
+    ]
+    for method, request, field in cases:
+        with pytest.raises(grpc.RpcError) as error:
+            method(request, metadata=service)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (request, error.value.details())
+        assert field in error.value.details(), (field, error.value.details())
 
 
 def test_fifty_concurrent_reservations_for_a_balance_that_covers_ten_make_exactly_ten_holds(billing, service, user, stack):

@@ -76,6 +76,7 @@ def test_buying_a_pack_adds_its_credits_once(user, polar, rest, stack):
         "octavia_checkout": bought["name"].removeprefix("checkouts/"), "octavia_user": user.name.removeprefix("users/")
     }  # fmt: skip
     assert (session["success_url"], session["return_url"], session["product_id"]) == (SUCCESS, SUCCESS, "prod_octavia_starter")
+    assert httpx.get(f"{stack.polar_api_url}/v1/checkouts/{session['id']}").status_code == 401, "the fake wants the token"
 
     paid = pay(polar, bought["url"])
     assert (paid.status_code, paid.headers["location"]) == (303, SUCCESS)
