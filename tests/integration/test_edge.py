@@ -41,11 +41,11 @@ def test_a_grpc_error_becomes_the_matching_http_status_with_its_reason(rest, sig
     assert later.status_code == 501 and reason_of(later.json()) == "NOT_IMPLEMENTED_YET"
 
 
-def test_each_service_answers_through_envoy_rest(rest, signed_in):
+def test_each_service_answers_through_envoy_rest(rest, signed_in, stack):
     for path in ("/v1/jobs", "/v1/balance", "/v1/assets", "/v1/transcribe/models", "/v1/languagePairs", "/v1/voices"):
         reply = rest.get(path, headers=signed_in.headers)
         assert reply.status_code == 200, (path, reply.text)
-    assert rest.get("/v1/balance", headers=signed_in.headers).json()["balance"]["availableCredits"] in ("0", 0)
+    assert rest.get("/v1/balance", headers=signed_in.headers).json()["balance"]["availableCredits"] == str(stack.welcome_credits)
 
 
 def test_the_configured_browser_origin_may_call_and_others_may_not(stack, rest):
