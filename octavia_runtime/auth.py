@@ -32,6 +32,7 @@ SERVICE_TOKEN_HEADER = "x-service-token"
 API_KEY_HEADER = "x-api-key"
 SERVICE_TOKEN_TTL_S = 300
 _SERVICE_AUDIENCE = "octavia-services"
+_VERIFIED_SERVICE_TOKENS_MAX = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,7 @@ class ServiceCredentials:
         self._secret = secret
         self._token = ""
         self._renew_at = 0.0
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token -> (its principal, its expiry)
 
     def token(self) -> str:
         now = time.time()
@@ -152,11 +154,22 @@ class ServiceCredentials:
         return self._token
 
     def verify(self, token: str) -> Principal:
+        """The service a token proves; its signature is checked once per process, its expiry every time.
+
+        A peer renews its token every few minutes, so the memo holds a handful of tokens.
+        """
+        known = self._verified.get(token)
+        if known is not None and known[1] > time.time():
+            return known[0]
         try:
             claims = jwt.decode(token, self._secret, algorithms=["HS256"], audience=_SERVICE_AUDIENCE)
         except jwt.InvalidTokenError as exc:
             raise unauthenticated("INVALID_SERVICE_TOKEN", f"service token refused: {exc}") from None
-        return Principal(kind="service", service=claims["sub"])
+        principal = Principal(kind="service", service=claims["sub"])
+        if len(self._verified) >= _VERIFIED_SERVICE_TOKENS_MAX:
+            self._verified.clear()
+        self._verified[token] = (principal, float(claims.get("exp", 0)))
+        return principal
 
 
 # --- user credentials --------------------------------------------------------------------------

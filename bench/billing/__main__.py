@@ -5,10 +5,12 @@
 Every client is its own user (so the per-user creation limit is not what is
 measured) with an uploaded clip. Each round, alternately, every client sends
 `--requests` CreateJob calls back to back (REST/JSON, HTTP/1.1 through Envoy:
-validation, the asset's probe from media, the hold — a reservation row and
-billing's ReserveCredits — and the job's insert with its first task), each
-followed by an untimed CancelJob so that the jobs' stages do not load the
-machine, then as many GetJob calls. Printed: throughput and p50/p99 of each, and the
+validation, the asset's probe from media beside the hold's reservation row,
+billing's ReserveCredits, and the job's insert with its first task), then
+as many GetJob calls. Meanwhile the media workers' consumers are paused
+(JetStream consumer pause), so the jobs wait queued instead of loading the 2
+cores the calls are measured on; at the end they are cancelled and the
+consumers resumed. Printed: throughput and p50/p99 of each, and the
 hold's own p50/p99 from the jobs service's `octavia_jobs_credit_hold_seconds`
 histogram over the CreateJob phases (what the hold adds to CreateJob).
 Target: hold p50 <= 10 ms.
@@ -23,11 +25,14 @@ import asyncio
 import statistics
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import nats
 
-from octavia_runtime.config import load
+from octavia_runtime import bus
+from octavia_runtime.config import Config, load
 from scripts import sample_media
 from scripts import stack as local_stack
 from tests.integration.jobs_flow import uploaded_asset
@@ -70,8 +75,8 @@ def histogram_quantile(buckets: dict[float, float], q: float) -> float:
     return lower * 1000
 
 
-async def phase(api: str, clients: list[tuple[dict, str]], requests: int, call, after=None) -> tuple[list[float], float]:
-    """Every client makes `requests` calls back to back (each followed by `after`, untimed); latencies (ms) and wall time."""
+async def phase(api: str, clients: list[tuple[dict, str]], requests: int, call) -> tuple[list[float], float]:
+    """Every client makes `requests` calls back to back; the latencies (ms) and the wall time."""
     latencies: list[float] = []
 
     async def client(headers: dict, target: str) -> None:
@@ -82,8 +87,6 @@ async def phase(api: str, clients: list[tuple[dict, str]], requests: int, call, 
                 latencies.append((time.perf_counter() - started) * 1000)
                 if reply.status_code != 200:
                     raise SystemExit(f"{reply.request.method} {reply.request.url.path}: {reply.status_code} {reply.text}")
-                if after is not None:
-                    await after(http, reply)
 
     started = time.perf_counter()
     await asyncio.gather(*(client(headers, target) for headers, target in clients))
@@ -95,13 +98,25 @@ async def create(http: httpx.AsyncClient, asset: str) -> httpx.Response:
     return await http.post("/v1/jobs", json={"job": job})
 
 
-async def cancel(http: httpx.AsyncClient, created: httpx.Response) -> None:
-    """Stop the job at once: its stages would otherwise load the 2 cores the calls are measured on."""
-    await http.post(f"/v1/{created.json()['job']['name']}:cancel", json={})
-
-
 async def get(http: httpx.AsyncClient, job: str) -> httpx.Response:
     return await http.get(f"/v1/{job}")
+
+
+async def pause_media(config: Config, paused: bool) -> None:
+    """Pause (for at most 10 minutes, should this process die) or resume the media workers' consumers."""
+    until = datetime.now(UTC) + timedelta(minutes=10) if paused else datetime(1970, 1, 1, tzinfo=UTC)
+    nc = await nats.connect(config.nats_url)
+    try:
+        for consumer in bus.stage_workers("media"):
+            await nc.jetstream().pause_consumer(consumer.stream, consumer.durable, until.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    finally:
+        await nc.close()
+
+
+def cancel_all(api: httpx.Client, headers: dict) -> None:
+    while listed := api.get("/v1/jobs?pageSize=100&state=STATE_QUEUED", headers=headers).json().get("jobs", []):
+        for job in listed:
+            api.post(f"/v1/{job['name']}:cancel", headers=headers, json={})
 
 
 def report(name: str, latencies: list[float], wall: float) -> None:
@@ -129,15 +144,28 @@ def main() -> None:
         for _ in range(args.clients):
             headers = sign_in(api, config, credits=100_000)
             clients.append((headers, uploaded_asset(api, headers, clip)))
-        # A first job per client: its own GetJob target, and warm connections and caches.
-        jobs = [api.post("/v1/jobs", headers=h, json={"job": {"kind": "JOB_KIND_TRANSCRIPTION", "inputAsset": a}}) for h, a in clients]
-        targets = [(h, j.json()["job"]["name"]) for (h, _), j in zip(clients, jobs)]
+        asyncio.run(pause_media(config, True))
+        try:
+            measure(base, metrics_url, clients, args)
+        finally:
+            for headers, _ in clients:  # the jobs were only there to be created
+                cancel_all(api, headers)
+            asyncio.run(pause_media(config, False))
+
+
+def measure(base: str, metrics_url: str, clients: list[tuple[dict, str]], args: argparse.Namespace) -> None:
+    with httpx.Client(base_url=base, timeout=60) as api:
+        # A first job per client: its GetJob target, and warm connections and caches.
+        targets = []
+        for headers, asset in clients:
+            job = api.post("/v1/jobs", headers=headers, json={"job": {"kind": "JOB_KIND_TRANSCRIPTION", "inputAsset": asset}})
+            targets.append((headers, job.raise_for_status().json()["job"]["name"]))
 
         created, fetched, create_wall, get_wall = [], [], 0.0, 0.0
         holds: dict[float, float] = {}  # the hold histogram's counts during the CreateJob phases only
         for _ in range(args.rounds):
             before = hold_buckets(metrics_url)
-            latencies, wall = asyncio.run(phase(base, clients, args.requests, create, after=cancel))
+            latencies, wall = asyncio.run(phase(base, clients, args.requests, create))
             for bound, count in hold_buckets(metrics_url).items():
                 holds[bound] = holds.get(bound, 0.0) + count - before.get(bound, 0.0)
             created += latencies
@@ -153,11 +181,6 @@ def main() -> None:
         verdict = "met" if p50 <= TARGET_HOLD_P50_MS else "NOT met"
         print(f"{'the hold inside CreateJob':<34} p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   (target p50 <= {TARGET_HOLD_P50_MS:.0f} ms: {verdict})")
 
-        for headers, _ in clients:  # the jobs were only there to be created: stop them
-            for state in ("STATE_QUEUED", "STATE_RUNNING"):
-                while listed := api.get(f"/v1/jobs?pageSize=100&state={state}", headers=headers).json().get("jobs", []):
-                    for job in listed:
-                        api.post(f"/v1/{job['name']}:cancel", headers=headers, json={})
 
 
 if __name__ == "__main__":

@@ -103,10 +103,16 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
                 "confirm your email address first: follow the link in the verification email (or ask for a new one)",
             )
         await self.admission.limiter.hit(owner)
-        asset = await self._input(spec.input_asset, owner)
-        await self._check_languages(spec)
-
         job_id = uuid.uuid4()
+        # The input's probe, the language check and the job's reservation row (see _reserve) side by side.
+        try:
+            asset, _, _ = await asyncio.gather(
+                self._input(spec.input_asset, owner), self._check_languages(spec), self.store.reserving(job_id)
+            )
+        except Exception:
+            await self.store.reserved_without_job(job_id)
+            raise
+
         job = P.Job()
         job.CopyFrom(spec)
         for output_only in ("detected_language", "progress", "stages", "artifacts", "error", "start_time", "end_time"):
@@ -132,11 +138,11 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
     async def _reserve(self, job_id: uuid.UUID, owner: str, job: jobs_pb2.Job) -> billing_pb2.Hold:
         """Hold the job's price before the job exists; a refusal leaves neither job nor hold.
 
-        The reservation row covers a crash (or a lost answer) between the hold
-        and the job: the runner releases holds whose job never appeared.
+        The job's reservation row, written before this, covers a crash (or a
+        lost answer) between the hold and the job: the runner releases holds
+        whose job never appeared.
         """
         started = time.perf_counter()
-        await self.store.reserving(job_id)
         try:
             hold = await self.credits.reserve(job_id, owner, job)
         except ApiError:  # billing refused: no hold was made

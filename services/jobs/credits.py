@@ -28,7 +28,7 @@ log = structlog.get_logger("credits")
 
 HOLD_SECONDS = Histogram(
     "octavia_jobs_credit_hold_seconds",
-    "Time CreateJob spends holding a job's credits (its reservation row and billing's ReserveCredits)",
+    "Time CreateJob waits for billing to hold a job's credits (ReserveCredits; the reservation row is written beside the probe)",
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 1),
 )
 

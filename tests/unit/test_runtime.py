@@ -80,6 +80,22 @@ def test_service_tokens_verify_and_foreign_ones_are_refused():
     assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_a_remembered_service_token_is_still_refused_once_it_expires():
+    import time
+
+    import jwt
+
+    billing = ServiceCredentials("billing", "s" * 40)
+    expires = int(time.time()) + 1
+    token = jwt.encode({"sub": "jobs", "aud": "octavia-services", "exp": expires}, "s" * 40, algorithm="HS256")
+    assert billing.verify(token).service == "jobs"
+    assert billing.verify(token).service == "jobs", "the second check answers from memory"
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(ApiError) as caught:
+        billing.verify(token)
+    assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_pending_rpcs_answer_unimplemented_naming_the_feature():
     @pending(auth_pb2.DESCRIPTOR.services_by_name["AuthService"], {"CreateApiKey": "API keys"})
     class Api:
