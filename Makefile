@@ -53,6 +53,7 @@ bench: setup ## Run the benchmarks and print their figures (docs/performance.md)
 	$(PY) -m bench.stack
 	$(PY) -m bench.api
 	$(PY) -m bench.transcribe
+	$(PY) -m bench.billing
 
 clean: down ## Remove generated code, the environment and local data
 	rm -rf build var $(VENV)
