@@ -744,6 +744,25 @@ def _stop_postgres(paths: Paths, comp: Component) -> list[str]:
     return ["postgres"] if result.returncode == 0 else []
 
 
+def crash(name: str, config: Config | None = None, timeout: float = 30.0) -> None:
+    """SIGKILL one running component and return once it is gone: a crash, for tests of recovery.
+
+    A killed process takes a moment to exit (a worker with a loaded model frees
+    hundreds of MB); `up()` right after would otherwise still find it running.
+    """
+    cfg = config or load()
+    comp = next(c for c in components(cfg) if c.name == name)
+    pid = _read_pid(Paths(cfg.var_dir), comp)
+    if pid is None:
+        raise StackError(f"{name} is not running")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise StackError(f"{name} (pid {pid}) did not exit within {timeout:.0f} s of SIGKILL")
+        time.sleep(0.05)
+
+
 def down(config: Config | None = None) -> None:
     """Stop the services, then Envoy, NATS and Valkey, then PostgreSQL."""
     cfg = config or load()

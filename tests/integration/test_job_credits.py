@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import threading
 import time
 import uuid
@@ -236,8 +235,7 @@ def test_the_ledger_stays_balanced_through_random_outcomes_duplicate_events_and_
         wait_for(rest, owner.headers, killed["name"], lambda j: any(
             s["stage"] == "STAGE_TRANSCRIBE" and s["state"] == "STAGE_STATE_RUNNING" for s in j["stages"]
         ), timeout=180)
-        pidfile = stack.var_dir / "run" / "transcribe.pid"
-        os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+        local_stack.crash("transcribe", stack)
         local_stack.up(stack)
         for account, job, outcome in plan:
             if outcome == "cancel":  # the rest of the cancels, now, whatever stage they reached

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -284,8 +282,7 @@ def test_a_transcribe_worker_killed_mid_job_is_replaced_and_the_job_completes_on
     wait_for(rest, user, job["name"], lambda j: any(
         s["stage"] == "STAGE_TRANSCRIBE" and s["state"] == "STAGE_STATE_RUNNING" for s in j["stages"]
     ))
-    pidfile = stack.var_dir / "run" / "transcribe.pid"
-    os.kill(int(pidfile.read_text().split()[0]), signal.SIGKILL)
+    local_stack.crash("transcribe", stack)
     local_stack.up(stack)  # starts what is not running: a new transcribe worker
 
     final = watch(str(rest.base_url), user, job["name"], timeout=300)[-1]
