@@ -67,6 +67,19 @@ def not_found(what: str, name: str) -> ApiError:
     return ApiError(grpc.StatusCode.NOT_FOUND, f"{what.upper()}_NOT_FOUND", f"{name} not found", metadata={"name": name})
 
 
+def request_id_reused(what: str, first: str = "") -> ApiError:
+    """A request_id (a client's idempotency key) sent again with a different `what` (job, checkout, ...).
+
+    `first` names what the key made the first time (e.g. `jobs/{id}`), for the client to fetch.
+    """
+    return ApiError(
+        grpc.StatusCode.ALREADY_EXISTS,
+        "REQUEST_ID_REUSED",
+        f"request_id was already used for a different {what}",
+        metadata={"first": first} if first else None,
+    )
+
+
 def unauthenticated(reason: str, message: str) -> ApiError:
     return ApiError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
 

@@ -29,12 +29,11 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 from uuid import UUID
 
-import grpc
 import structlog
 from octavia.billing.v1 import billing_pb2
 
 from octavia_runtime.config import CreditPack
-from octavia_runtime.errors import ApiError, invalid_argument, not_found
+from octavia_runtime.errors import invalid_argument, not_found, request_id_reused
 
 from .ledger import Ledger, purchase_posting, refund_posting
 from .payments import CheckoutRequest, OrderPaid, OrderRefunded, PaymentEvent, PaymentsProvider
@@ -198,10 +197,5 @@ def _pack(checkout: Checkout) -> str:
 
 def _same_request(checkout: Checkout, request_hash: bytes) -> Checkout:
     if checkout.request_hash != request_hash:
-        raise ApiError(
-            grpc.StatusCode.ALREADY_EXISTS,
-            "REQUEST_ID_REUSED",
-            "request_id was already used for a different checkout",
-            metadata={"checkout": f"checkouts/{checkout.id}"},
-        )
+        raise request_id_reused("checkout", f"checkouts/{checkout.id}")
     return checkout

@@ -31,7 +31,7 @@ from uuid import UUID
 import grpc
 from octavia.billing.v1 import billing_pb2
 
-from octavia_runtime.errors import ApiError, invalid_argument, not_found
+from octavia_runtime.errors import ApiError, invalid_argument, not_found, request_id_reused
 
 from .pricing import Pricing, Quote
 from .store import Balance, BillingStore, Conflict, Hold, Movement, Posting
@@ -247,13 +247,13 @@ class Ledger:
                     first = await tx.movement_by_request(request_id)
                     if first is not None:
                         if first.request_hash != request_hash:
-                            raise _request_id_reused()
+                            raise request_id_reused("grant")
                         return first, balance
                 if balance.available + credits < 0:
                     raise insufficient_credits(-credits, balance.available)
                 movement = await tx.post(grant_posting(user_id, credits, description, reference, request_id, request_hash))
         except Conflict:  # the same request_id, for another user, at the same moment
-            raise _request_id_reused() from None
+            raise request_id_reused("grant") from None
         return movement, after(balance, movement.entries, movement.created_at)
 
     async def movements(
@@ -299,7 +299,3 @@ def _refuse_settled(hold: Hold) -> None:
             f"holds/{hold.id} was captured ({hold.captured_credits} credits)",
             metadata={"hold": f"holds/{hold.id}", "captured_credits": str(hold.captured_credits)},
         )  # fmt: skip
-
-
-def _request_id_reused() -> ApiError:
-    return ApiError(grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED", "request_id was already used for a different grant")

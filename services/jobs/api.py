@@ -18,7 +18,7 @@ from octavia.translate.v1 import translate_pb2, translate_pb2_grpc
 
 from octavia_runtime import bus
 from octavia_runtime.auth import current_principal, current_user_id
-from octavia_runtime.errors import ApiError, invalid_argument, not_found, unimplemented
+from octavia_runtime.errors import ApiError, invalid_argument, not_found, request_id_reused, unimplemented
 from octavia_runtime.languages import primary_language
 from octavia_runtime.pagination import keyset_after, keyset_page, page_size
 from octavia_runtime.ratelimit import Limiter
@@ -154,12 +154,7 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
 
     def _same_request(self, row, request_hash: bytes) -> jobs_pb2.Job:
         if row.request_hash != request_hash:
-            raise ApiError(
-                grpc.StatusCode.ALREADY_EXISTS,
-                "REQUEST_ID_REUSED",
-                "request_id was already used for a different job",
-                metadata={"job": f"jobs/{row.id}"},
-            )
+            raise request_id_reused("job", f"jobs/{row.id}")
         return job_message(row)
 
     async def _validate(self, job: jobs_pb2.Job, request_id: str) -> None:

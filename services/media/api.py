@@ -22,7 +22,7 @@ from octavia.media.v1 import media_pb2, media_pb2_grpc
 
 from octavia_runtime.auth import current_user_id
 from octavia_runtime.config import Config
-from octavia_runtime.errors import ApiError, invalid_argument, not_found
+from octavia_runtime.errors import ApiError, invalid_argument, not_found, request_id_reused
 from octavia_runtime.pagination import keyset_after, keyset_page, page_size
 from octavia_runtime.resources import parse_name, timestamp
 
@@ -95,12 +95,7 @@ class MediaApi(media_pb2_grpc.MediaServiceServicer):
         )
         if not created:
             if (row.filename, row.content_type, row.size_bytes) != (filename, content_type, request.size_bytes):
-                raise ApiError(
-                    grpc.StatusCode.ALREADY_EXISTS,
-                    "REQUEST_ID_REUSED",
-                    f"request_id {request.request_id!r} was used for another file ({row.filename}, {row.size_bytes} bytes)",
-                    metadata={"upload": f"uploads/{row.id}"},
-                )
+                raise request_id_reused(f"file than {row.filename} ({row.size_bytes} bytes)", f"uploads/{row.id}")
             if row.state in (PENDING, EXPIRED) and row.expire_time <= _now():
                 row = await self.store.renew_upload(row.id, _now() + UPLOAD_TTL)  # a fresh URL for a repeat
         return media_pb2.CreateUploadResponse(upload=self._upload_message(row))
