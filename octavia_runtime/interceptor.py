@@ -34,6 +34,7 @@ from .errors import ApiError, permission_denied, unauthenticated
 
 log = structlog.get_logger("rpc")
 REQUEST_ID_HEADER = "x-request-id"
+_AUTHENTICATE = "/octavia.auth.v1.AuthService/AuthenticateToken"
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -177,8 +178,10 @@ class _Call:
         service = self.interceptor.service
         metrics.RPC_REQUESTS.labels(service, self.method, self.code.name).inc()
         metrics.RPC_LATENCY.labels(service, self.method).observe(elapsed)
-        # Probes call health every few seconds: keep them out of the info log.
-        emit = log.debug if self.method.startswith("/grpc.") else log.info
+        # Probes call health every few seconds, and every user call on every service checks its
+        # credential with auth (logged by the calling service, same request id): debug only, if ok.
+        quiet = self.method.startswith("/grpc.") or self.method == _AUTHENTICATE
+        emit = log.debug if quiet and self.code == grpc.StatusCode.OK else log.info
         emit(
             "rpc",
             code=self.code.name,

@@ -113,7 +113,7 @@ def test_edge_behaviour_is_configured():
     cors = p["cors"]
     for header in ("authorization", "content-type", "x-api-key", "x-request-id", "webhook-id", "webhook-timestamp", "webhook-signature"):
         assert header in cors["allow_headers"].split(", ")
-    assert set(cors["expose_headers"].split(", ")) >= {"x-request-id", "grpc-status", "grpc-message"}
+    assert set(cors["expose_headers"].split(", ")) >= {"x-request-id", "grpc-status", "grpc-message", "retry-after"}
     assert set(cors["allow_methods"].split(", ")) == {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
     routes = octavia_routes(p)
