@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: start the stack, make a sample video, sign in a demo account and
-# run `octavia translate` on the video exactly as a user would type it; then
+# `make demo`: start the stack, make a sample video, sign in a demo account,
+# buy a credit pack through the local fake payments provider, and run
+# `octavia translate` on the video exactly as a user would type it; then
 # show the subtitles it made. Run again, it reuses the stack and the account.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,16 @@ step "Signing in as $EMAIL"
 if ! $OCTAVIA login --email "$EMAIL" --password-stdin <<<"$PASSWORD" 2>/dev/null; then
   $OCTAVIA signup --email "$EMAIL" --password-stdin <<<"$PASSWORD"
 fi
+
+step "Buying credits: octavia buy starter (the local fake Polar's page, paid here by the script)"
+# `buy` prints the payment page on stdout, then waits for the provider's webhook to confirm it.
+coproc BUY { $OCTAVIA buy starter; }
+buy_pid=$BUY_PID  # bash unsets BUY_PID once the coprocess ends
+read -r PAY_URL <&"${BUY[0]}"
+# The page's Pay button: the fake then sends its signed `order.paid` webhook to billing.
+$PY -c 'import httpx, sys; assert httpx.post(sys.argv[1] + "/pay").status_code == 303' "$PAY_URL"
+cat <&"${BUY[0]}"  # the rest of what `buy` prints, once the credits have arrived
+wait "$buy_pid"
 
 step "octavia translate $DEMO/sample.mp4 --to pt --subtitles --out $DEMO/out"
 rm -rf "$DEMO/out"
