@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from nats.js.api import AckPolicy
 
 from octavia_runtime import bus, db
 from octavia_runtime.config import ROOT
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -94,14 +94,8 @@ async def test_jetstream_streams_and_worker_consumers_are_declared_and_redeclari
         await nc.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_service_shuts_down_gracefully_on_sigterm(stack, tmp_path):
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_ports(2)
     env = {**os.environ, "OCTAVIA_TRANSCRIBE_PORT": str(port), "OCTAVIA_TRANSCRIBE_METRICS_PORT": str(metrics_port)}
     log = open(tmp_path / "transcribe.log", "w+")
     process = subprocess.Popen([sys.executable, "-m", "services.transcribe"], cwd=ROOT, env=env, stdout=log, stderr=log)
