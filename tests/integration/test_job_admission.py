@@ -4,25 +4,19 @@ email and to allow 3 jobs a minute per user (the stack's own jobs service keeps 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from octavia.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 
-from octavia_runtime.config import ROOT, to_environ
 from octavia_runtime.errors import error_info
 from scripts import sample_media
-from tests.ports import free_ports
 
 from .jobs_flow import uploaded_asset
 from .mailbox import verification_token, wait_for_message
+from .replicas import replica
 from .test_auth_verification import sign_up_and_log_in
 
 pytestmark = pytest.mark.integration
@@ -31,39 +25,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def strict_jobs(stack, tmp_path_factory) -> Iterator[jobs_pb2_grpc.JobServiceStub]:
     """A second jobs replica, beside the stack's, with its own admission settings."""
-    port, metrics_port = free_ports(2)
-    env = {
-        **os.environ,
-        **to_environ(stack),
-        "OCTAVIA_JOBS_PORT": str(port),
-        "OCTAVIA_JOBS_METRICS_PORT": str(metrics_port),
-        "OCTAVIA_REQUIRE_VERIFIED_EMAIL": "true",
-        "OCTAVIA_RATE_LIMITS": "create_job_user=3/60",
-    }
-    log_path = tmp_path_factory.mktemp("strict-jobs") / "jobs.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "services.jobs"], cwd=ROOT, env=env, stdout=log, stderr=log)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        wait_serving(channel, log_path)
-        yield jobs_pb2_grpc.JobServiceStub(channel)
-    finally:
-        channel.close()
-        process.terminate()
-        process.wait(timeout=20)
-
-
-def wait_serving(channel: grpc.Channel, log_path: Path, timeout_s: float = 60) -> None:
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        assert time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.2)
+    settings = {"OCTAVIA_REQUIRE_VERIFIED_EMAIL": "true", "OCTAVIA_RATE_LIMITS": "create_job_user=3/60"}
+    with replica(stack, "jobs", tmp_path_factory.mktemp("strict-jobs"), **settings) as jobs:
+        yield jobs_pb2_grpc.JobServiceStub(jobs.channel)
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
 
 import asyncpg
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from nats.js.api import AckPolicy
 
 from octavia_runtime import bus, db
 from octavia_runtime.config import ROOT
-from tests.ports import free_ports
+
+from .replicas import replica
 
 pytestmark = pytest.mark.integration
 
@@ -95,27 +89,8 @@ async def test_jetstream_streams_and_worker_consumers_are_declared_and_redeclari
 
 
 def test_a_service_shuts_down_gracefully_on_sigterm(stack, tmp_path):
-    port, metrics_port = free_ports(2)
-    env = {**os.environ, "OCTAVIA_TRANSCRIBE_PORT": str(port), "OCTAVIA_TRANSCRIBE_METRICS_PORT": str(metrics_port)}
-    log = open(tmp_path / "transcribe.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "services.transcribe"], cwd=ROOT, env=env, stdout=log, stderr=log)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
-                assert time.monotonic() < deadline, (tmp_path / "transcribe.log").read_text()
-                time.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-        lines = (tmp_path / "transcribe.log").read_text()
+    with replica(stack, "transcribe", tmp_path) as transcribe:
+        transcribe.process.send_signal(signal.SIGTERM)
+        assert transcribe.process.wait(timeout=15) == 0
+        lines = transcribe.log.read_text()
         assert '"server.stopping"' in lines and '"server.stopped"' in lines
-    finally:
-        if process.poll() is None:
-            process.kill()
-        log.close()
