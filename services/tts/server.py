@@ -8,10 +8,11 @@ from octavia_runtime import bus
 from octavia_runtime.server import Runtime, Service
 
 from .api import TtsApi
+from .engines import shared_engines
 
 
 async def setup(rt: Runtime) -> None:
-    rt.serve(tts_pb2_grpc.add_TtsServiceServicer_to_server, TtsApi())
+    rt.serve(tts_pb2_grpc.add_TtsServiceServicer_to_server, TtsApi(shared_engines(rt.config)))
 
 
 SERVICE = Service(
