@@ -32,7 +32,8 @@ class TtsApi(tts_pb2_grpc.TtsServiceServicer):
             (
                 self._voice(voice)
                 for voice in installed_voices()
-                if (not request.language or voice.speaks(request.language))
+                if self.engines.for_voice(voice).failure is None
+                and (not request.language or voice.speaks(request.language))
                 and request.engine in (tts_pb2.ENGINE_UNSPECIFIED, voice.engine)
             ),
             key=lambda voice: (voice.language, not voice.is_default, voice.name),

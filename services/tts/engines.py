@@ -109,6 +109,9 @@ class Engine(ABC):
     def __init__(self, models_dir: Path):
         self.models_dir = models_dir
         self._model: Any = None
+        # Set when the model failed to load: the failure is kept, not retried on every call (a
+        # broken install stays broken), and ListVoices stops offering the engine's voices.
+        self.failure: EngineUnavailable | None = None
         self._lock = threading.Lock()
 
     @classmethod
@@ -130,16 +133,16 @@ class Engine(ABC):
         if not self.min_speed <= speed <= self.max_speed:
             raise SpeedOutOfRange(speed, self)
         with self._lock:
+            if self.failure is not None:
+                raise self.failure
             if self._model is None:
-                self._model = self._load_model()
+                try:
+                    self._model = self._load_model()
+                except EngineUnavailable as exc:
+                    self.failure = exc
+                    raise
             samples = self._synthesize(self._model, text.strip(), voice, speed)
         return Speech(np.asarray(samples, dtype=np.float32).ravel(), self.sample_rate)
-
-    def load(self) -> None:
-        """Load the model now (a warm-up), rather than on the first synthesis."""
-        with self._lock:
-            if self._model is None:
-                self._model = self._load_model()
 
     def _load_model(self) -> Any:
         if not self.installed():

@@ -18,7 +18,7 @@ from octavia.tts.v1 import tts_pb2
 
 from octavia_runtime.config import load
 from services.transcribe.engine import Transcriber
-from services.tts.engines import Engines, KokoroEngine, Speech, SpeedOutOfRange, shared_engines
+from services.tts.engines import Engines, EngineUnavailable, KokoroEngine, Speech, SpeedOutOfRange, shared_engines
 from services.tts.voices import VOICES, NoVoice, default_voice, find_voice, installed_voices
 from tests.unit.test_transcribe_engine import word_error_rate
 
@@ -114,6 +114,22 @@ def test_models_load_once_per_process_and_kokoro_is_joined_under_the_models_fold
     assert kokoro.is_loaded() and kokoro._model is model
     assert shared_engines(load({"OCTAVIA_MODELS_DIR": str(models_dir)})) is engines
     assert (models_dir / "kokoro" / "kokoro-v1.0.int8.onnx").stat().st_size > 90_000_000
+
+
+def test_a_model_that_does_not_load_is_reported_once_and_not_retried(tmp_path, monkeypatch):
+    engines = Engines(load({"OCTAVIA_MODELS_DIR": str(tmp_path)}))
+    attempts = []
+
+    def broken(self):
+        attempts.append(1)
+        raise OSError("model.onnx: no such file")
+
+    monkeypatch.setattr(KokoroEngine, "_load", broken)
+    voice = find_voice("kokoro-en-us-alpha")
+    for _ in range(2):
+        with pytest.raises(EngineUnavailable, match="kokoro.*model.onnx: no such file"):
+            engines.synthesize(SENTENCE, voice)
+    assert len(attempts) == 1 and engines.for_voice(voice).failure is not None
 
 
 def test_speech_is_written_as_16_bit_mono_wav():
