@@ -50,7 +50,7 @@ class TtsApi(tts_pb2_grpc.TtsServiceServicer):
         voice = _voice_named(request.voice, "voice")
         text = request.text.strip()
         if not text:
-            raise invalid_argument({"text": "required: 1 to 500 characters to speak"})
+            raise invalid_argument({"text": f"required: 1 to {MAX_TEXT_CHARS} characters to speak"})
         if len(text) > MAX_TEXT_CHARS:
             raise invalid_argument(
                 {"text": f"{len(text)} characters; a preview speaks at most {MAX_TEXT_CHARS}"}, reason="TEXT_TOO_LONG"
