@@ -119,12 +119,13 @@ def test_an_internal_rpc_refuses_a_user_token(service_channel, signed_in):
     assert error_info(refused.value).reason == "SERVICE_CREDENTIAL_REQUIRED"
 
 
-def test_an_rpc_of_a_later_feature_says_which_feature_is_missing(service_channel, signed_in):
-    tts = tts_pb2_grpc.TtsServiceStub(service_channel("tts"))
+def test_a_feature_not_built_yet_says_which_feature_is_missing(service_channel, signed_in):
+    jobs = jobs_pb2_grpc.JobServiceStub(service_channel("jobs"))
+    dubbing = jobs_pb2.Job(kind=jobs_pb2.JOB_KIND_VIDEO_DUBBING, input_asset="assets/any", target_languages=["pt"])
     with pytest.raises(grpc.RpcError) as refused:
-        tts.Synthesize(tts_pb2.SynthesizeRequest(text="hello"), metadata=signed_in.metadata)
+        jobs.CreateJob(jobs_pb2.CreateJobRequest(job=dubbing), metadata=signed_in.metadata)
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "not implemented yet" in refused.value.details() and "speech synthesis" in refused.value.details()
+    assert "not implemented yet" in refused.value.details() and "dubbing" in refused.value.details()
 
 
 @pytest.mark.parametrize("service", SERVICES)
