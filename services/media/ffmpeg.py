@@ -8,8 +8,11 @@ file under the final name (stage outputs are overwritten on redelivery).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import subprocess
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import av
@@ -58,20 +61,50 @@ def extract_original_audio(src: str | os.PathLike, dst: str | os.PathLike) -> No
     _run_to_wav(src, dst, f"extracting the original audio of {src} failed", acodec="pcm_s16le")
 
 
-def _run_to_wav(src: str | os.PathLike, dst: str | os.PathLike, what: str, **options) -> None:
+@contextlib.contextmanager
+def replacing(dst: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `dst` to write to: renamed onto `dst` when the block ends
+    normally, removed when it raises, so `dst` is only ever absent or whole."""
     dst = Path(dst)
     temp = dst.with_name(f".{dst.name}.part")
-    stream = default_audio_stream(src)
     try:
-        (
-            ffmpeg_python.input(os.fspath(src))
-            # RF64 past 4 GiB, where a plain WAV header overflows (hours of multichannel audio).
-            .output(os.fspath(temp), map=f"0:{stream}", format="wav", rf64="auto", map_metadata=-1, **options)
-            .global_args("-nostdin", "-hide_banner")
-            .overwrite_output()
-            .run(cmd=ffmpeg_exe(), quiet=True)
-        )
-    except ffmpeg_python.Error as exc:
+        yield temp
+    except BaseException:
         temp.unlink(missing_ok=True)
-        raise FfmpegError(what, exc.stderr) from None
+        raise
     os.replace(temp, dst)
+
+
+def run(args: Sequence[str], what: str, *, stdin: bytes | None = None) -> str:
+    """Run ffmpeg with `args` (after its global options) and return its stderr, where
+    measuring filters (loudnorm, ebur128) print their results; FfmpegError(`what`) if it fails.
+    `stdin` is what ffmpeg reads as the input `pipe:0`.
+
+    For commands whose stream mapping and per-stream options read more plainly as
+    ffmpeg's own arguments than as an ffmpeg-python graph."""
+    done = subprocess.run(
+        [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-y", *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise FfmpegError(what, done.stderr)
+    return done.stderr.decode(errors="replace")
+
+
+def _run_to_wav(src: str | os.PathLike, dst: str | os.PathLike, what: str, **options) -> None:
+    stream = default_audio_stream(src)
+    with replacing(dst) as temp:
+        try:
+            (
+                ffmpeg_python.input(os.fspath(src))
+                # RF64 past 4 GiB, where a plain WAV header overflows (hours of multichannel audio).
+                .output(os.fspath(temp), map=f"0:{stream}", format="wav", rf64="auto", map_metadata=-1, **options)
+                .global_args("-nostdin", "-hide_banner")
+                .overwrite_output()
+                .run(cmd=ffmpeg_exe(), quiet=True)
+            )
+        except ffmpeg_python.Error as exc:
+            raise FfmpegError(what, exc.stderr) from None
