@@ -257,6 +257,18 @@ def test_holding_the_picture_lengthens_it_by_the_requested_time(tmp_path, source
     assert audio_s == pytest.approx(source_audio_s + 0.72, abs=0.05)
 
 
+def test_a_silent_picture_is_held_too_and_holds_at_one_place_add_up(tmp_path):
+    video = tmp_path / "silent.mp4"
+    run(["-f", "lavfi", "-i", "testsrc2=size=160x90:rate=25", "-t", "1", "-c:v", "libx264", "-f", "mp4", str(video)], "test")
+
+    made = extend_picture(video, [(0.4, 0.2), (0.41, 0.2)], tmp_path / "longer.mp4")
+
+    assert [value for hold in made for value in hold] == pytest.approx([0.4, 0.4])
+    assert len(_frames(tmp_path / "longer.mp4")) == 25 + 10
+    with av.open(str(tmp_path / "longer.mp4")) as container:
+        assert not container.streams.audio
+
+
 def _frames(path) -> list[np.ndarray]:
     with av.open(str(path)) as container:
         return [frame.to_ndarray(format="gray").astype(np.float64) for frame in container.decode(video=0)]
