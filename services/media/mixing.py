@@ -28,6 +28,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from octavia_runtime.languages import three_letter_code
 from services.media.ffmpeg import FfmpegError, default_audio_stream, replacing, run
 
 # The mix is made at the rate AAC and MP3 encoders like best, in stereo whatever the
@@ -71,22 +72,6 @@ _MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "ala
 # libass draws nothing, silently, when it finds no font.
 FONTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "fonts"
 SUBTITLE_FONT = "Source Sans Pro"
-
-# MP4 tags a track's language with an ISO 639-2 code; the API speaks BCP-47, whose
-# primary subtag is the two-letter ISO 639-1 code where one exists.
-_ISO639_2: dict[str, str] = {
-    "af": "afr", "am": "amh", "ar": "ara", "az": "aze", "be": "bel", "bg": "bul", "bn": "ben", "bs": "bos",
-    "ca": "cat", "cs": "ces", "cy": "cym", "da": "dan", "de": "deu", "el": "ell", "en": "eng", "eo": "epo",
-    "es": "spa", "et": "est", "eu": "eus", "fa": "fas", "fi": "fin", "fr": "fra", "ga": "gle", "gl": "glg",
-    "gu": "guj", "he": "heb", "hi": "hin", "hr": "hrv", "hu": "hun", "hy": "hye", "id": "ind", "is": "isl",
-    "it": "ita", "ja": "jpn", "ka": "kat", "kk": "kaz", "km": "khm", "kn": "kan", "ko": "kor", "lt": "lit",
-    "lv": "lav", "mk": "mkd", "ml": "mal", "mn": "mon", "mr": "mar", "ms": "msa", "mt": "mlt", "my": "mya",
-    "nb": "nob", "ne": "nep", "nl": "nld", "nn": "nno", "no": "nor", "pa": "pan", "pl": "pol", "pt": "por",
-    "ro": "ron", "ru": "rus", "si": "sin", "sk": "slk", "sl": "slv", "sq": "sqi", "sr": "srp", "sv": "swe",
-    "sw": "swa", "ta": "tam", "te": "tel", "th": "tha", "tl": "tgl", "tr": "tur", "uk": "ukr", "ur": "urd",
-    "uz": "uzb", "vi": "vie", "zh": "zho", "zu": "zul",
-}  # fmt: skip
-
 
 @dataclass(frozen=True)
 class VoiceSegment:
@@ -188,7 +173,7 @@ def encode_audio(mixed: str | os.PathLike, out: str | os.PathLike, format: str =
         raise ValueError(f"audio format {format!r}: use one of {', '.join(AUDIO_FORMATS)}")
     tag = []
     if language:
-        code = mp4_language(language)
+        code = three_letter_code(language)
         tag = ["-metadata:s:a:0", f"language={code}", "-metadata", f"language={code}"]
     with replacing(out) as temp:
         run(["-i", os.fspath(mixed), "-map", "0:a:0", *tag, *AUDIO_FORMATS[format], os.fspath(temp)],
@@ -224,7 +209,7 @@ def mux_video(
     video_in, dubbed_audio = os.fspath(video_in), os.fspath(dubbed_audio)
     inputs = ["-i", video_in, "-i", dubbed_audio]
     maps = ["-map", "0:v:0", "-map", "1:a:0"]
-    codecs = [*_DUB_AUDIO, "-metadata:s:a:0", f"language={mp4_language(language)}", "-disposition:a:0", "default"]
+    codecs = [*_DUB_AUDIO, "-metadata:s:a:0", f"language={three_letter_code(language)}", "-disposition:a:0", "default"]
     if original_audio:
         stream = default_audio_stream(video_in)
         maps += ["-map", f"0:{stream}"]
@@ -232,12 +217,12 @@ def mux_video(
         codecs += ["-c:a:1", "copy"] if copyable else ["-c:a:1", "aac", "-b:a:1", "192k"]
         codecs += ["-disposition:a:1", "0"]
         if original_language:
-            codecs += ["-metadata:s:a:1", f"language={mp4_language(original_language)}"]
+            codecs += ["-metadata:s:a:1", f"language={three_letter_code(original_language)}"]
     if subtitles:
         path, subtitle_language = subtitles
         inputs += ["-i", os.fspath(path)]
         maps += ["-map", "2:s:0"]
-        codecs += ["-c:s", "mov_text", "-metadata:s:s:0", f"language={mp4_language(subtitle_language)}"]
+        codecs += ["-c:s", "mov_text", "-metadata:s:s:0", f"language={three_letter_code(subtitle_language)}"]
     if burn_in:
         options = {"filename": os.fspath(burn_in), "fontsdir": os.fspath(FONTS_DIR), "force_style": f"FontName={SUBTITLE_FONT}"}
         draw = "subtitles=" + ":".join(f"{key}={_filter_value(value)}" for key, value in options.items())
@@ -277,16 +262,6 @@ def extend_picture(
         run(["-i", video_in, "-filter_complex", graph, *outputs, "-movflags", "+faststart", "-f", "mp4",
              os.fspath(temp)], f"holding the picture of {video_in}")  # fmt: skip
     return [(float(frame / fps), float(count / fps)) for frame, count in cuts]
-
-
-def mp4_language(code: str) -> str:
-    """The ISO 639-2 code MP4 stores for a BCP-47 tag ("pt-BR" is "por"); "und" (undetermined) for one it cannot map.
-
-    ffmpeg's MP4 muxer drops a two-letter code without a word, so the mapping is done here."""
-    primary = code.split("-")[0].split("_")[0].lower()
-    if len(primary) == 3 and primary.isalpha():
-        return primary
-    return _ISO639_2.get(primary, "und")
 
 
 # --------------------------------------------------------------------------- helpers

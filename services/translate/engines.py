@@ -31,7 +31,7 @@ from octavia.transcribe.v1 import transcribe_pb2
 from octavia.translate.v1 import translate_pb2
 
 from octavia_runtime.config import Config
-from octavia_runtime.languages import primary_language  # noqa: F401 - part of this module's API
+from octavia_runtime.languages import from_three_letter_code, primary_language  # noqa: F401 - primary_language is part of this module's API
 from octavia_runtime.packages import installed
 
 log = structlog.get_logger("translate.engines")
@@ -298,22 +298,6 @@ def _load_bergamot(direction: str) -> Callable[[str], str]:
 
 # --- Apertium ---------------------------------------------------------------------------------
 
-# Apertium names languages with ISO 639-3 codes; the API speaks BCP-47, which uses the
-# two-letter ISO 639-1 code when there is one. Codes missing here are kept as they are
-# (valid BCP-47 for languages without a two-letter code, such as `ast`).
-APERTIUM_LANGUAGES: dict[str, str] = {
-    "afr": "af", "arg": "an", "ara": "ar", "aze": "az", "bak": "ba", "bel": "be", "bul": "bg", "ben": "bn",
-    "bre": "br", "bos": "bs", "cat": "ca", "ces": "cs", "chv": "cv", "cym": "cy", "dan": "da", "deu": "de",
-    "ell": "el", "eng": "en", "epo": "eo", "spa": "es", "est": "et", "eus": "eu", "fas": "fa", "fin": "fi",
-    "fao": "fo", "fra": "fr", "gle": "ga", "gla": "gd", "glg": "gl", "heb": "he", "hin": "hi", "hrv": "hr",
-    "hun": "hu", "hye": "hy", "ind": "id", "isl": "is", "ita": "it", "jpn": "ja", "kaz": "kk", "kir": "ky",
-    "lat": "la", "lit": "lt", "lav": "lv", "mkd": "mk", "mlt": "mt", "msa": "ms", "nob": "nb", "nld": "nl",
-    "nno": "nn", "oci": "oc", "pol": "pl", "por": "pt", "ron": "ro", "rus": "ru", "srd": "sc", "sme": "se",
-    "hbs": "sh", "slk": "sk", "slv": "sl", "sqi": "sq", "srp": "sr", "swe": "sv", "tat": "tt", "tur": "tr",
-    "ukr": "uk", "urd": "ur", "uzb": "uz", "cos": "co", "kaa": "kaa", "zlm": "ms",
-}  # fmt: skip
-
-
 class ApertiumEngine(Engine):
     """Rule-based translation through the `apertium` binary (Debian packages apertium and apertium-<pair>)."""
 
@@ -342,7 +326,8 @@ class ApertiumEngine(Engine):
                 for mode in listed.split():
                     source, _, target = mode.partition("-")
                     if len(source) == len(target) == 3:  # plain pairs only, not variants like eng-spa-morph
-                        modes.setdefault((APERTIUM_LANGUAGES.get(source, source), APERTIUM_LANGUAGES.get(target, target)), mode)
+                        # Apertium names languages with three-letter codes; the API speaks BCP-47.
+                        modes.setdefault((from_three_letter_code(source), from_three_letter_code(target)), mode)
             self._modes = modes
         return self._modes
 

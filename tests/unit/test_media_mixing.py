@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from scripts.sample_media import sample_video
+from octavia_runtime.languages import three_letter_code
 from services.media.ffmpeg import run
 from services.media.mixing import (
     MIX_SAMPLE_RATE,
@@ -23,7 +24,6 @@ from services.media.mixing import (
     encode_audio,
     extend_picture,
     mix,
-    mp4_language,
     mux_video,
     voice_track,
 )
@@ -202,7 +202,7 @@ def test_the_mix_encodes_to_a_file_that_decodes(tmp_path, original, voice, fmt, 
 
 
 def test_languages_are_tagged_with_the_codes_mp4_stores():
-    assert [mp4_language(c) for c in ("pt", "pt-BR", "es", "zh-Hans", "ast", "xx")] == ["por", "por", "spa", "zho", "ast", "und"]
+    assert [three_letter_code(c) for c in ("pt", "pt-BR", "es", "zh-Hans", "ast", "xx")] == ["por", "por", "spa", "zho", "ast", "und"]
 
 
 # --------------------------------------------------------------------------- video
