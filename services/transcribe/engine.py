@@ -23,6 +23,7 @@ from google.protobuf import duration_pb2
 from octavia.transcribe.v1 import transcribe_pb2
 
 from octavia_runtime.config import Config, ConfigError
+from octavia_runtime.shared import once
 
 from .models import CATALOGUE, MODELS, ModelAssemblyError, ModelSpec, available, size_bytes
 
@@ -419,14 +420,6 @@ def decode(source: Path | BinaryIO, *, max_duration_s: float | None = None) -> n
     return samples
 
 
-_shared: dict[tuple[Path, str], Transcriber] = {}
-_shared_lock = threading.Lock()
-
-
 def shared_transcriber(config: Config) -> Transcriber:
     """The process's one Transcriber for this configuration, so the API and the stage worker share its models."""
-    key = (config.models_dir, config.whisper_model)
-    with _shared_lock:
-        if key not in _shared:
-            _shared[key] = Transcriber(config)
-        return _shared[key]
+    return once(("transcriber", config.models_dir, config.whisper_model), lambda: Transcriber(config))

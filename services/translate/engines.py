@@ -33,6 +33,7 @@ from octavia.translate.v1 import translate_pb2
 from octavia_runtime.config import Config
 from octavia_runtime.languages import from_three_letter_code, primary_language  # noqa: F401 - primary_language is part of this module's API
 from octavia_runtime.packages import installed
+from octavia_runtime.shared import once
 
 log = structlog.get_logger("translate.engines")
 
@@ -565,13 +566,6 @@ class Translators:
         return result
 
 
-_shared: dict[str, Translators] = {}
-_shared_lock = threading.Lock()
-
-
 def shared_translators(config: Config) -> Translators:
     """The process's one registry for this configuration, so the API and the stage worker share loaded models."""
-    with _shared_lock:
-        if config.marian_dir not in _shared:
-            _shared[config.marian_dir] = Translators(config)
-        return _shared[config.marian_dir]
+    return once(("translators", config.marian_dir), lambda: Translators(config))

@@ -34,6 +34,7 @@ from octavia.tts.v1 import tts_pb2
 
 from octavia_runtime.config import Config
 from octavia_runtime.packages import installed
+from octavia_runtime.shared import once
 
 if TYPE_CHECKING:
     from .voices import VoiceSpec
@@ -321,13 +322,6 @@ class Engines:
         return self.for_voice(voice).synthesize(text, voice, speed)
 
 
-_shared: dict[Path, Engines] = {}
-_shared_lock = threading.Lock()
-
-
 def shared_engines(config: Config) -> Engines:
     """The process's engines for this configuration: each model is loaded once per process."""
-    with _shared_lock:
-        if config.models_dir not in _shared:
-            _shared[config.models_dir] = Engines(config)
-        return _shared[config.models_dir]
+    return once(("tts-engines", config.models_dir), lambda: Engines(config))
