@@ -335,17 +335,7 @@ class StageWorker:
         progress: tuple[int, str] | None = None,
         elapsed: float | None = None,
     ) -> None:
-        event = stages_pb2.StageEvent(
-            task_id=task.task_id,
-            job=task.job,
-            stage=task.stage,
-            attempt=task.attempt,
-            language=task.language,
-            outcome=outcome,
-            worker=WORKER_ID,
-        )
-        if task.HasField("segment_index"):
-            event.segment_index = task.segment_index
+        event = event_of(task, outcome, worker=WORKER_ID)
         event.event_time.GetCurrentTime()
         if output is not None:
             event.outputs.extend(output.outputs)
@@ -359,6 +349,22 @@ class StageWorker:
             event.processing_duration.CopyFrom(duration(elapsed))
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         await self.js.publish(bus.event_subject(task.job.removeprefix("jobs/")), event.SerializeToString(), headers=headers)
+
+
+def event_of(task: stages_pb2.StageTask, outcome: int, **fields) -> stages_pb2.StageEvent:
+    """An event about `task`: its identity (task, job, stage, attempt, language, segment), `outcome` and `fields`."""
+    event = stages_pb2.StageEvent(
+        task_id=task.task_id,
+        job=task.job,
+        stage=task.stage,
+        attempt=task.attempt,
+        language=task.language,
+        outcome=outcome,
+        **fields,
+    )
+    if task.HasField("segment_index"):
+        event.segment_index = task.segment_index
+    return event
 
 
 def duration(seconds: float) -> duration_pb2.Duration:

@@ -26,7 +26,7 @@ from google.rpc import code_pb2, status_pb2
 from octavia.jobs.v1 import jobs_pb2, stages_pb2
 from octavia.media.v1 import media_pb2
 
-from octavia_runtime.stages import error_status, stage_name
+from octavia_runtime.stages import error_status, event_of, stage_name
 
 from . import pipeline
 from .pipeline import TERMINAL_STATES, Node
@@ -304,13 +304,9 @@ def expire(
 
 def exhausted(job: jobs_pb2.Job, nodes: list[Node], task: stages_pb2.StageTask, now: datetime) -> Effects:
     """JetStream gave up delivering `task` (its workers kept dying): fail the job, never leave it stuck."""
-    event = R.StageEvent(
-        task_id=task.task_id,
-        job=task.job,
-        stage=task.stage,
-        attempt=task.attempt,
-        language=task.language,
-        outcome=R.STAGE_OUTCOME_FAILED_PERMANENT,
+    event = event_of(
+        task,
+        R.STAGE_OUTCOME_FAILED_PERMANENT,
         error=error_status(
             "RETRIES_EXHAUSTED", "no worker finished it after every allowed delivery", DOMAIN, code_pb2.UNAVAILABLE
         ),

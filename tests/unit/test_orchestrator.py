@@ -8,6 +8,7 @@ from octavia.jobs.v1 import jobs_pb2 as P
 from octavia.jobs.v1 import stages_pb2 as R
 from octavia.media.v1 import media_pb2
 
+from octavia_runtime.stages import event_of
 from services.jobs import orchestrator, pipeline
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -23,10 +24,7 @@ def new_job(kind=P.JOB_KIND_SUBTITLES, targets=("pt", "es")):
     return job, nodes, effects
 
 
-def event(task: R.StageTask, outcome, **fields) -> R.StageEvent:
-    return R.StageEvent(
-        task_id=task.task_id, job=task.job, stage=task.stage, attempt=task.attempt, language=task.language, outcome=outcome, **fields
-    )
+event = event_of  # what a worker reports about a task
 
 
 def succeed(job, nodes, task, now=T0, **fields):
@@ -250,3 +248,10 @@ def test_the_statement_line_says_what_the_job_was():
     assert usage(job).target_language_count == 2 and usage(job).duration.seconds == 185
     short = P.Job(kind=P.JOB_KIND_TRANSCRIPTION, media_duration=duration_pb2.Duration(seconds=9, nanos=600_000_000))
     assert description(short) == "Transcription, 10 s"
+
+
+def test_an_event_carries_its_tasks_identity_segment_included():
+    task = R.StageTask(task_id="j1/tts/pt/3/1", job="jobs/j1", stage=P.STAGE_TTS, attempt=1, language="pt", segment_index=3)
+    reported = event_of(task, R.STAGE_OUTCOME_SUCCEEDED)
+    assert (reported.task_id, reported.stage, reported.language, reported.segment_index) == (task.task_id, P.STAGE_TTS, "pt", 3)
+    assert not event_of(R.StageTask(task_id="j1/probe/_/_/1"), R.STAGE_OUTCOME_STARTED).HasField("segment_index")
