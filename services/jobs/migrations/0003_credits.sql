@@ -20,5 +20,6 @@ CREATE TABLE settlements (
     hold text NOT NULL,
     capture boolean NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
+    -- Deliveries that failed so far (billing away): for an operator asking what is still owed, and since when.
     attempts integer NOT NULL DEFAULT 0
 );
