@@ -142,6 +142,7 @@ class Config:
     models_dir: Path
     whisper_model: str
     marian_dir: str  # empty: none; else a folder of Marian model folders named <source>-<target>
+    coqui_model_dir: str  # empty: none; else a Coqui TTS model folder (config.json and the checkpoint)
     # Mail (auth): verification emails through SMTP; links in them point at the web app.
     smtp_host: str
     smtp_port: int
@@ -284,6 +285,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         models_dir=Path(env.str("OCTAVIA_MODELS_DIR", str(var_dir / "models"))).resolve(),
         whisper_model=env.str("OCTAVIA_WHISPER_MODEL", "base"),
         marian_dir=env.str("OCTAVIA_MARIAN_DIR", ""),
+        coqui_model_dir=env.str("OCTAVIA_COQUI_MODEL_DIR", ""),
         smtp_host=env.str("OCTAVIA_SMTP_HOST", "127.0.0.1"),
         smtp_port=env.port("OCTAVIA_SMTP_PORT", DEFAULT_SMTP_PORT),
         smtp_username=env.str("OCTAVIA_SMTP_USERNAME", ""),
@@ -395,6 +397,7 @@ def to_environ(config: Config) -> dict[str, str]:
         "OCTAVIA_MODELS_DIR": str(config.models_dir),
         "OCTAVIA_WHISPER_MODEL": config.whisper_model,
         "OCTAVIA_MARIAN_DIR": config.marian_dir,
+        "OCTAVIA_COQUI_MODEL_DIR": config.coqui_model_dir,
         "OCTAVIA_SMTP_HOST": config.smtp_host,
         "OCTAVIA_SMTP_PORT": str(config.smtp_port),
         "OCTAVIA_SMTP_USERNAME": config.smtp_username,
