@@ -36,25 +36,26 @@ uniformly), so the stretch is always computed from the measured speech.
 
 from __future__ import annotations
 
-import json
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
+
+from google.protobuf import duration_pb2, json_format
+from octavia.jobs.v1 import jobs_pb2
 
 # Durations closer than this are equal: one nanosecond, the resolution of the
 # protos' Duration, so float rounding never reports a phantom overflow.
 _TOLERANCE = 1e-9
-# The report's figures are rounded to the microsecond: finer than any audio
-# sample, and readable.
+# The report's factors are rounded to six decimals, its durations to the microsecond.
 _REPORT_DECIMALS = 6
 
 
 class FitPolicy(StrEnum):
     """What happens to speech that does not fit after every step.
 
-    Proto-independent names of octavia.jobs.v1.FitPolicy (UNSPECIFIED is
-    KEEP_TIMING), so this module and its report need no generated code.
+    The names of octavia.jobs.v1.FitPolicy (UNSPECIFIED is KEEP_TIMING) as
+    plain values, so the fitting itself needs no generated code.
     """
 
     KEEP_TIMING = "keep_timing"
@@ -135,22 +136,6 @@ class SegmentFit:
         """Engine speed x stretch: how much faster than the voice's normal rate."""
         return self.engine_speed * self.stretch
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "source_span": _span(self.source_start, self.source_end),
-            "dubbed_span": _span(self.dubbed_start, self.dubbed_end),
-            "speech": _rounded(self.speech),
-            "engine_speed": _rounded(self.engine_speed),
-            "stretch": _rounded(self.stretch),
-            "speed_factor": _rounded(self.speed_factor),
-            "borrowed_silence": _rounded(self.borrowed),
-            "overflow": _rounded(self.overflow),
-            "drift": _rounded(self.drift),
-            "video_extension": _rounded(self.video_extension.added) if self.video_extension else 0.0,
-            "skipped": self.skipped,
-        }
-
 
 @dataclass(frozen=True)
 class SyncReport:
@@ -204,37 +189,55 @@ class SyncReport:
         last_speech = max((s.dubbed_end for s in self.segments), default=0.0)
         return max(self.media_duration + self.total_extension, last_speech)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "segment_count": len(self.segments),
-            "skipped_segments": sum(1 for s in self.segments if s.skipped),
-            "empty": self.empty,
-            "note": "no speech to dub" if self.empty else "",
-            "max_factor": _rounded(self.max_factor),
-            "segments_over_cap": self.segments_over_cap,
-            "overflowing_segments": self.overflowing_segments,
-            "total_overflow": _rounded(self.total_overflow),
-            "max_drift": _rounded(self.max_drift),
-            "total_extension": _rounded(self.total_extension),
-            "output_duration": _rounded(self.output_duration),
-        }
+    @property
+    def note(self) -> str:
+        return "no speech to dub" if self.empty else ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "language": self.language,
-            "fit_policy": self.policy.value,
-            "max_speed_factor": self.limits.max_factor,
-            "hard_cap": self.limits.hard_cap,
-            "media_duration": _rounded(self.media_duration),
-            "summary": self.summary(),
-            "segments": [segment.to_dict() for segment in self.segments],
-            "video_extensions": [
-                {"source_span": _span(e.source_start, e.source_end), "added": _rounded(e.added)} for e in self.extensions
-            ],
-        }
+    def to_message(self, job: str = "", texts: Sequence[tuple[str, str]] = ()) -> jobs_pb2.SyncReport:
+        """The report as the SYNC_REPORT artifact's message (its JSON mapping is the file).
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        `texts`: each segment's original and dubbed text, in order, when known.
+        """
+        message = jobs_pb2.SyncReport(
+            job=job,
+            language=self.language,
+            fit_policy=_POLICY_VALUES[self.policy],
+            max_speed_factor=self.limits.max_factor,
+            hard_speed_cap=self.limits.hard_cap,
+            original_duration=_duration(self.media_duration),
+            output_duration=_duration(self.output_duration),
+            overflowing_segments=self.overflowing_segments,
+            total_overflow=_duration(self.total_overflow),
+            max_drift=_duration(self.max_drift),
+            total_video_extension=_duration(self.total_extension),
+            max_applied_speed_factor=_rounded(self.max_factor),
+            segments_over_cap=self.segments_over_cap,
+            note=self.note,
+        )
+        for segment, (source_text, text) in zip(self.segments, itertools.chain(texts, itertools.repeat(("", "")))):
+            message.segments.add(
+                index=segment.index,
+                original_start_offset=_duration(segment.source_start),
+                original_end_offset=_duration(segment.source_end),
+                dubbed_start_offset=_duration(segment.dubbed_start),
+                dubbed_end_offset=_duration(segment.dubbed_end),
+                speech_duration=_duration(segment.speech),
+                speaking_rate=_rounded(segment.engine_speed),
+                stretch=_rounded(segment.stretch),
+                speed_factor=_rounded(segment.speed_factor),
+                borrowed_silence=_duration(segment.borrowed),
+                overflow=_duration(segment.overflow),
+                drift=_duration(segment.drift),
+                video_extension=_duration(segment.video_extension.added if segment.video_extension else 0.0),
+                source_text=source_text,
+                text=text,
+                skipped=segment.skipped,
+            )
+        return message
+
+    def to_json(self, job: str = "", texts: Sequence[tuple[str, str]] = ()) -> str:
+        """The SYNC_REPORT artifact: the JSON mapping of `to_message`."""
+        return json_format.MessageToJson(self.to_message(job, texts), indent=2, ensure_ascii=False)
 
 
 # --- Planning (the TTS stage) --------------------------------------------------
@@ -377,5 +380,11 @@ def _rounded(value: float) -> float:
     return round(float(value), _REPORT_DECIMALS)
 
 
-def _span(start: float, end: float) -> list[float]:
-    return [_rounded(start), _rounded(end)]
+def _duration(seconds: float) -> duration_pb2.Duration:
+    """A Duration to the microsecond (finer than any audio sample, and readable)."""
+    duration = duration_pb2.Duration()
+    duration.FromMicroseconds(round(seconds * 1_000_000))
+    return duration
+
+
+_POLICY_VALUES = {FitPolicy.KEEP_TIMING: jobs_pb2.FIT_POLICY_KEEP_TIMING, FitPolicy.EXTEND_VIDEO: jobs_pb2.FIT_POLICY_EXTEND_VIDEO}

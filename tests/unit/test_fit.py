@@ -16,7 +16,7 @@ import random
 import pytest
 from octavia.jobs.v1 import jobs_pb2
 
-from services.tts.fit import (
+from octavia_runtime.fit import (
     FitLimits,
     FitPolicy,
     Segment,
@@ -147,7 +147,7 @@ def test_the_combined_cap_is_configurable():
     first = report.segments[0]
     assert first.speed_factor == pytest.approx(1.1)
     assert first.overflow == pytest.approx(2.4 / 1.1 - 2.0)
-    assert report.to_dict()["max_speed_factor"] == 1.1
+    assert report.to_message().max_speed_factor == 1.1
 
 
 def test_caps_must_be_ordered():
@@ -212,7 +212,7 @@ def test_keep_timing_speech_that_drifts_past_the_end_of_the_media_makes_the_outp
     assert segment.speed_factor == pytest.approx(1.5)
     assert segment.overflow == pytest.approx(2.0 / 1.5 - 1.0)
     assert report.output_duration == pytest.approx(2.0 / 1.5)
-    assert report.summary()["output_duration"] == pytest.approx(2.0 / 1.5, abs=TOLERANCE)
+    assert report.to_message().output_duration.ToTimedelta().total_seconds() == pytest.approx(2.0 / 1.5, abs=1e-6)
 
 
 # --- Policy extend_video: picture added under the segment ------------------------
@@ -372,7 +372,8 @@ def test_portuguese_with_extend_video_keeps_the_combined_cap_and_says_how_much_l
     assert report.max_drift == 0.0
     assert report.total_extension > 0
     assert report.output_duration == pytest.approx(report.media_duration + report.total_extension)
-    assert report.to_dict()["summary"]["total_extension"] == pytest.approx(report.total_extension, abs=TOLERANCE)
+    extension = report.to_message().total_video_extension.ToTimedelta().total_seconds()
+    assert extension == pytest.approx(report.total_extension, abs=1e-6)
 
 
 # --- Edge cases ----------------------------------------------------------------
@@ -384,7 +385,7 @@ def test_an_empty_translation_is_skipped_and_reported():
     assert skipped.skipped
     assert speech_length(skipped) == 0.0
     assert skipped.overflow == 0.0 and skipped.speed_factor == 1.0
-    assert report.summary()["skipped_segments"] == 1
+    assert [s.skipped for s in report.to_message().segments] == [False, True, False]
     assert not report.empty
 
 
@@ -400,18 +401,17 @@ def test_a_single_one_second_clip():
 @pytest.mark.parametrize("policy", [KEEP, EXTEND])
 def test_media_that_is_all_silence_gets_an_empty_report_that_says_so(policy):
     report = fit([], media_duration=12.0, language="pt", policy=policy)
-    summary = json.loads(report.to_json())["summary"]
-    assert report.segments == ()
-    assert summary["empty"] is True
-    assert summary["note"] == "no speech to dub"
-    assert summary["segment_count"] == 0
-    assert summary["output_duration"] == 12.0
+    document = json.loads(report.to_json())
+    assert report.segments == () and report.empty
+    assert document["note"] == "no speech to dub"
+    assert "segments" not in document
+    assert document["outputDuration"] == "12s"
 
 
 def test_only_empty_translations_make_an_empty_dub():
     report = fit([Segment(0.0, 1.0, speech=0.0)], media_duration=2.0)
     assert report.empty
-    assert report.summary()["note"] == "no speech to dub"
+    assert report.to_message().note == "no speech to dub"
 
 
 def test_input_the_fit_cannot_honour_is_refused_naming_the_segment():
@@ -432,33 +432,33 @@ def test_input_the_fit_cannot_honour_is_refused_naming_the_segment():
 
 def test_the_report_says_per_segment_what_was_done_and_sums_it_up():
     report = fit([Segment(0.0, 2.0, speech=3.6), Segment(2.0, 3.0, speech=0.5)], 3.0, language="pt")
-    document = json.loads(report.to_json())
+    document = json.loads(report.to_json("jobs/1", [("Hello there.", "Olá."), ("Bye.", "Tchau.")]))
+    assert document["job"] == "jobs/1"
     assert document["language"] == "pt"
-    assert document["fit_policy"] == "keep_timing"
-    assert (document["max_speed_factor"], document["hard_cap"]) == (1.3, 1.5)
+    assert document["fitPolicy"] == "FIT_POLICY_KEEP_TIMING"
+    assert (document["maxSpeedFactor"], document["hardSpeedCap"]) == (1.3, 1.5)
     first = document["segments"][0]
-    assert first["source_span"] == [0.0, 2.0]
-    assert first["dubbed_span"] == [0.0, 2.4]
-    assert first["speed_factor"] == 1.5
-    assert first["overflow"] == 0.4
-    assert document["segments"][1]["drift"] == 0.4
-    assert document["summary"] == {
-        "segment_count": 2,
-        "skipped_segments": 0,
-        "empty": False,
-        "note": "",
-        "max_factor": 1.5,
-        "segments_over_cap": 1,
-        "overflowing_segments": 1,
-        "total_overflow": 0.4,
-        "max_drift": 0.4,
-        "total_extension": 0.0,
-        "output_duration": 3.0,
+    assert (first["originalStartOffset"], first["originalEndOffset"]) == ("0s", "2s")
+    assert (first["dubbedStartOffset"], first["dubbedEndOffset"]) == ("0s", "2.400s")
+    assert first["speedFactor"] == 1.5
+    assert first["overflow"] == "0.400s"
+    assert (first["sourceText"], first["text"]) == ("Hello there.", "Olá.")
+    assert document["segments"][1]["drift"] == "0.400s"
+    summary = {key: document.get(key) for key in (
+        "maxAppliedSpeedFactor", "segmentsOverCap", "overflowingSegments", "totalOverflow", "maxDrift", "outputDuration")}
+    assert summary == {
+        "maxAppliedSpeedFactor": 1.5,
+        "segmentsOverCap": 1,
+        "overflowingSegments": 1,
+        "totalOverflow": "0.400s",
+        "maxDrift": "0.400s",
+        "outputDuration": "3s",
     }
-    assert document["video_extensions"] == []
+    assert document["totalVideoExtension"] == "0s" and "note" not in document
 
 
 def test_the_report_lists_where_the_picture_is_extended():
     report = fit([Segment(1.0, 2.0, speech=2.6), Segment(2.5, 3.0, speech=0.5)], 3.0, policy=EXTEND)
-    extensions = report.to_dict()["video_extensions"]
-    assert extensions == [{"source_span": [1.0, 2.5], "added": pytest.approx(0.5, abs=TOLERANCE)}]
+    extended = [(s.original_start_offset.ToTimedelta().total_seconds(), s.video_extension.ToTimedelta().total_seconds())
+                for s in report.to_message().segments if s.video_extension.ToNanoseconds()]
+    assert extended == [(1.0, pytest.approx(0.5, abs=1e-6))]
