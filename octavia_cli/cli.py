@@ -21,6 +21,8 @@ class UsageError(Exception):
 STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 KINDS = ("transcription", "subtitles", "audio-translation", "video-dubbing")
 FORMATS = ("srt", "vtt")
+FIT_POLICIES = ("keep-timing", "extend-video")
+DUCKING = ("none", "light", "medium", "strong", "replace")
 REASONS = ("purchase", "grant", "hold", "capture", "release", "refund", "adjustment")
 # Media types mimetypes may not know on every system; the API takes only audio/* and video/*.
 EXTRA_TYPES = {
@@ -54,6 +56,8 @@ Jobs cost credits per minute of media; buy them in packs.
   octavia buy starter                             buy a pack: pay on the page it shows
   octavia translate talk.mp4 --to pt --subtitles  subtitles in English and Portuguese
   octavia translate talk.mp4 --transcript         a transcript in the spoken language
+  octavia translate talk.mp4 --to pt --dub        the video dubbed into Portuguese
+  octavia translate talk.mp3 --to es --audio-only a Spanish audio track
   octavia transactions                            where your credits went
 
 Scripts can use an API key instead of logging in: `octavia keys create ci`,
@@ -136,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive, default=20, help="at most this many (default 20)")
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     command("prices", "show what jobs cost and the credit packs on sale")
+    p = command("voices", "list the voices dubbing can use")
+    p.add_argument("--language", default="", metavar="LANG", help="only voices speaking this language (pt matches pt-BR)")
     p = command("buy", "buy a credit pack: pay on the payment page, then wait for the credits")
     p.add_argument("pack", metavar="PACK", help="a pack from `octavia prices`, for example starter")
     p.add_argument("--success-url", metavar="URL", help="where the payment page sends you after paying (default: the API URL)")
@@ -169,10 +175,24 @@ def build_parser() -> argparse.ArgumentParser:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--subtitles", action="store_true", help="subtitles in the spoken language and every --to language")
     what.add_argument("--transcript", action="store_true", help="a transcript and subtitles in the spoken language (no --to)")
-    what.add_argument("--dub", action="store_true", help="dub the video (not available yet)")
-    what.add_argument("--audio-only", action="store_true", help="a translated audio track (not available yet)")
+    what.add_argument("--dub", action="store_true", help="the video dubbed into every --to language")
+    what.add_argument("--audio-only", action="store_true", help="a translated audio track per --to language")
     p.add_argument("--format", dest="formats", action="append", choices=FORMATS, default=[],
                    help="subtitle format; repeatable (default: srt and vtt)")
+    dub = p.add_argument_group("dubbing (--dub, --audio-only)")
+    dub.add_argument("--voice", dest="voices", action="append", default=[], metavar="LANG=VOICE",
+                     help="the voice for a language, e.g. pt=voices/kokoro-pt-br-alpha (default: the language's; see `octavia voices`)")
+    dub.add_argument("--fit", choices=FIT_POLICIES, default="keep-timing",
+                     help="speech still too long after speeding up: keep-timing lets it run into the next pause "
+                          "(default), extend-video holds the picture (--dub only)")
+    dub.add_argument("--max-speed", type=float, default=0.0, metavar="X",
+                     help="the fastest the speech may be sped up to fit, 1.0 to 1.5 (default 1.3)")
+    dub.add_argument("--background", choices=DUCKING, default="medium",
+                     help="how far the original sound is lowered under the new voice (default medium; replace drops it)")
+    dub.add_argument("--audio-format", choices=("m4a", "mp3"), default="m4a", help="the dubbed audio file's format")
+    dub.add_argument("--keep-original-audio", action="store_true", help="--dub: keep the original sound as a second track")
+    dub.add_argument("--soft-subtitles", action="store_true", help="--dub: add the translation as a subtitle track")
+    dub.add_argument("--burn-in", action="store_true", help="--dub: draw the translation's subtitles into the picture")
     p.add_argument("--model", default="", help="the speech recognition model, for example base (default: the service's)")
     p.add_argument("--out", type=Path, help="where to put the files (default: ./<file name>.octavia/)")
     p.add_argument("--content-type", default="", help="the file's media type, when its name does not tell it")
@@ -245,10 +265,9 @@ def content_type(path: Path, given: str = "") -> str:
 
 def job_request(args: argparse.Namespace) -> dict:
     """The `job` of CreateJob for `octavia translate`, without its input asset."""
-    if args.dub or args.audio_only:
-        flag = "--dub" if args.dub else "--audio-only"
-        raise UsageError(f"{flag} is not available yet: dubbing comes later; use --subtitles or --transcript")
     targets = list(dict.fromkeys(language(t) for t in args.targets))
+    if args.dub or args.audio_only:
+        return dubbing_request(args, targets)
     if args.transcript and targets:
         raise UsageError("--transcript is in the spoken language only: drop --to, or use --subtitles")
     if not args.transcript and not args.subtitles:
@@ -263,6 +282,50 @@ def job_request(args: argparse.Namespace) -> dict:
         job["sourceLanguage"] = language(args.source)
     if args.formats:
         job["subtitleOptions"] = {"formats": [f"SUBTITLE_FORMAT_{f.upper()}" for f in dict.fromkeys(args.formats)]}
+    if args.model:
+        job["transcriptionOptions"] = {"model": args.model}
+    return job
+
+
+def dubbing_request(args: argparse.Namespace, targets: list[str]) -> dict:
+    """The `job` of CreateJob for `octavia translate --dub` or `--audio-only`."""
+    flag = "--dub" if args.dub else "--audio-only"
+    if not targets:
+        raise UsageError(f"{flag} needs at least one --to LANG")
+    if not args.dub and (args.fit == "extend-video" or args.keep_original_audio or args.soft_subtitles or args.burn_in):
+        raise UsageError("--fit extend-video, --keep-original-audio, --soft-subtitles and --burn-in are for --dub (a video)")
+    if args.max_speed and not 1.0 <= args.max_speed <= 1.5:
+        raise UsageError("--max-speed is between 1.0 and 1.5")
+    voices = {}
+    for entry in args.voices:
+        tag, _, voice = entry.partition("=")
+        if not voice or language(tag) not in targets:
+            raise UsageError(f"--voice {entry}: use LANG=VOICE with LANG one of the --to languages")
+        voices[language(tag)] = voice if voice.startswith("voices/") else f"voices/{voice}"
+    options: dict = {
+        "fitPolicy": f"FIT_POLICY_{args.fit.upper().replace('-', '_')}",
+        "duckingLevel": f"DUCKING_LEVEL_{args.background.upper()}",
+        "audioFormat": f"AUDIO_FORMAT_{args.audio_format.upper()}",
+    }
+    if voices:
+        options["voices"] = voices
+    if args.max_speed:
+        options["maxSpeedFactor"] = args.max_speed
+    if args.keep_original_audio:
+        options["keepOriginalAudio"] = True
+    if args.soft_subtitles:
+        options["softSubtitles"] = True
+    job: dict = {
+        "kind": "JOB_KIND_VIDEO_DUBBING" if args.dub else "JOB_KIND_AUDIO_TRANSLATION",
+        "targetLanguages": targets,
+        "dubbingOptions": options,
+    }
+    if args.source:
+        job["sourceLanguage"] = language(args.source)
+    if args.burn_in:
+        job["subtitleOptions"] = {"burnIn": True}
+    if args.formats:
+        job.setdefault("subtitleOptions", {})["formats"] = [f"SUBTITLE_FORMAT_{f.upper()}" for f in dict.fromkeys(args.formats)]
     if args.model:
         job["transcriptionOptions"] = {"model": args.model}
     return job

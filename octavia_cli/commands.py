@@ -272,6 +272,21 @@ def prices(args: argparse.Namespace, client: Client) -> int:
     return 0
 
 
+def voices(args: argparse.Namespace, client: Client) -> int:
+    """The voices dubbing can use: `--voice LANG=VOICE` picks one; without it a job gets the language's default."""
+    params = {"pageSize": "1000"}
+    if args.language:
+        params["language"] = args.language
+    found = client.call("GET", "/v1/voices", params=params).get("voices") or []
+    _table(
+        ("VOICE", "LANGUAGE", "ENGINE", "RATE CONTROL", "DEFAULT", "NOTE"),
+        [(v.get("name", "").removeprefix("voices/"), v.get("language", ""), enum_label(v.get("engine", ""), "ENGINE_"),
+          "yes" if v.get("supportsSpeakingRate") else "no", "yes" if v.get("isDefault") else "",
+          v.get("qualityNote", "")) for v in found],
+    )  # fmt: skip
+    return 0
+
+
 def buy(args: argparse.Namespace, client: Client) -> int:
     body = {
         "creditPack": resource_name(args.pack, "creditPacks"),
@@ -764,6 +779,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Client], int]] = {
     "balance": balance,
     "transactions": transactions,
     "prices": prices,
+    "voices": voices,
     "buy": buy,
     "checkout": show_checkout,
     "admin grant": admin_grant,

@@ -15,6 +15,7 @@ from octavia.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from octavia.media.v1 import media_pb2, media_pb2_grpc
 from octavia.transcribe.v1 import transcribe_pb2, transcribe_pb2_grpc
 from octavia.translate.v1 import translate_pb2, translate_pb2_grpc
+from octavia.tts.v1 import tts_pb2, tts_pb2_grpc
 
 from octavia_runtime import bus
 from octavia_runtime.auth import current_principal, current_user_id
@@ -39,17 +40,28 @@ HEARTBEAT_S = 15.0
 CATALOGUE_TTL_S = 30.0
 DELETE_SETTLE_S = 15.0
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-_SUPPORTED_KINDS = (P.JOB_KIND_TRANSCRIPTION, P.JOB_KIND_SUBTITLES)
+MAX_SPEED_FACTOR = 1.5  # DubbingOptions.max_speed_factor's allowed range is 1.0 to this
+MAX_HARD_SPEED_CAP = 2.0
 
 
 class Catalogue:
-    """What the transcribe and translate workers can do, asked over gRPC and kept briefly."""
+    """What the transcribe, translate and tts workers can do, asked over gRPC and kept briefly."""
 
-    def __init__(self, transcribe_channel, translate_channel):
+    def __init__(self, transcribe_channel, translate_channel, tts_channel):
         self.transcribe = transcribe_pb2_grpc.TranscribeServiceStub(transcribe_channel)
         self.translate = translate_pb2_grpc.TranslateServiceStub(translate_channel)
+        self.tts = tts_pb2_grpc.TtsServiceStub(tts_channel)
         self._pairs: tuple[float, set[tuple[str, str]]] | None = None
         self._models: tuple[float, dict[str, transcribe_pb2.Model], str] | None = None
+        self._voices: dict[str, tuple[float, list[tts_pb2.Voice]]] = {}
+
+    async def voices(self, language: str) -> list[tts_pb2.Voice]:
+        """The voices speaking `language`, its default voice first."""
+        cached = self._voices.get(language)
+        if cached is None or time.monotonic() - cached[0] > CATALOGUE_TTL_S:
+            reply = await self.tts.ListVoices(tts_pb2.ListVoicesRequest(language=language, page_size=1000), timeout=5)
+            cached = self._voices[language] = (time.monotonic(), sorted(reply.voices, key=lambda v: not v.is_default))
+        return cached[1]
 
     async def pairs(self) -> set[tuple[str, str]]:
         if self._pairs is None or time.monotonic() - self._pairs[0] > CATALOGUE_TTL_S:
@@ -104,10 +116,13 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
             )
         await self.admission.limiter.hit(owner)
         job_id = uuid.uuid4()
-        # The input's probe, the language check and the job's reservation row (see _reserve) side by side.
+        # The input's probe, the language and voice checks and the job's reservation row (see _reserve) side by side.
         try:
-            asset, _, _ = await asyncio.gather(
-                self._input(spec.input_asset, owner), self._check_languages(spec), self.store.reserving(job_id)
+            asset, _, voices, _ = await asyncio.gather(
+                self._input(spec.input_asset, owner),
+                self._check_languages(spec),
+                self._voices(spec),
+                self.store.reserving(job_id),
             )
         except Exception:
             await self.store.reserved_without_job(job_id)
@@ -122,6 +137,7 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         job.media_duration.CopyFrom(asset.media_info.duration)
         job.request_id = request.request_id
         job.priority = spec.priority or P.PRIORITY_DEFAULT
+        job.dubbing_options.voices.update(voices)  # the job records the voice each language gets
         frame_rate = video_frame_rate(asset.media_info)
         effects = orchestrator.start(job, pipeline.plan(job.kind, list(job.target_languages)), now(), frame_rate)
         hold = await self._reserve(job_id, owner, job)
@@ -161,8 +177,8 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         bad: dict[str, str] = {}
         if job.kind == P.JOB_KIND_UNSPECIFIED:
             bad["job.kind"] = "required"
-        elif job.kind not in _SUPPORTED_KINDS:
-            raise unimplemented("dubbing jobs (AUDIO_TRANSLATION, VIDEO_DUBBING)")
+        elif job.kind not in P.JobKind.values():
+            bad["job.kind"] = f"unknown kind {job.kind}"
         if not job.input_asset:
             bad["job.input_asset"] = "required: the asset to process, assets/{asset}"
         elif not job.input_asset.startswith("assets/"):
@@ -170,7 +186,7 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         targets = list(job.target_languages)
         if job.kind == P.JOB_KIND_TRANSCRIPTION and targets:
             bad["job.target_languages"] = "must be empty for a transcription"
-        if job.kind == P.JOB_KIND_SUBTITLES and not targets:
+        if job.kind != P.JOB_KIND_TRANSCRIPTION and job.kind and not targets:
             bad["job.target_languages"] = "at least one target language is required"
         if len(targets) > MAX_TARGETS:
             bad["job.target_languages"] = f"at most {MAX_TARGETS} languages"
@@ -188,10 +204,36 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         limit = job.stage_time_limit.ToTimedelta().total_seconds()
         if limit < 0 or limit > pipeline.MAX_TIME_LIMIT_S:
             bad["job.stage_time_limit"] = f"between 0 (default) and {pipeline.MAX_TIME_LIMIT_S} seconds"
-        if job.subtitle_options.burn_in:
-            raise unimplemented("burned-in subtitles")
+        bad.update(_dubbing_problems(job))
+        if job.subtitle_options.burn_in and job.kind != P.JOB_KIND_VIDEO_DUBBING:
+            if job.kind == P.JOB_KIND_SUBTITLES:
+                raise unimplemented("burning subtitles into the video of a SUBTITLES job (VIDEO_DUBBING jobs can)")
+            bad["job.subtitle_options.burn_in"] = "needs a video output: VIDEO_DUBBING"
         if bad:
             raise invalid_argument(bad)
+
+    async def _voices(self, job: jobs_pb2.Job) -> dict[str, str]:
+        """The voice of each target language of a dubbing job: the one asked for, which
+        must speak the language, or the language's default; a language no voice speaks
+        is refused by name."""
+        if job.kind not in pipeline.DUBBING_KINDS:
+            return {}
+        chosen = {}
+        for language in job.target_languages:
+            voices = await self.catalogue.voices(language)
+            if not voices:
+                raise invalid_argument(
+                    {"job.target_languages": f"no voice speaks {language}, so it cannot be dubbed; see ListVoices"},
+                    reason="UNSUPPORTED_LANGUAGE",
+                )
+            wanted = job.dubbing_options.voices.get(language)
+            if wanted and wanted not in {voice.name for voice in voices}:
+                raise invalid_argument(
+                    {f"job.dubbing_options.voices[{language}]": f"{wanted} is not a voice for {language}; see ListVoices"},
+                    reason="UNSUPPORTED_VOICE",
+                )
+            chosen[language] = wanted or voices[0].name
+        return chosen
 
     async def _input(self, asset: str, owner: str) -> media_pb2.ProbeMediaResponse:
         try:
@@ -324,3 +366,31 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
                     return
         finally:
             await subscription.unsubscribe()
+
+
+def _dubbing_problems(job: jobs_pb2.Job) -> dict[str, str]:
+    """What is wrong with a job's dubbing options, by field."""
+    options, bad = job.dubbing_options, {}
+    if job.kind not in pipeline.DUBBING_KINDS:
+        if job.HasField("dubbing_options"):
+            bad["job.dubbing_options"] = "only AUDIO_TRANSLATION and VIDEO_DUBBING jobs are dubbed"
+        return bad
+    if any(language not in job.target_languages for language in options.voices):
+        bad["job.dubbing_options.voices"] = "keys must be target languages of the job"
+    if any(not voice.startswith("voices/") for voice in options.voices.values()):
+        bad["job.dubbing_options.voices"] = "values must be voice names, voices/{voice} (see ListVoices)"
+    cap = options.max_speed_factor
+    if cap and not 1.0 <= cap <= MAX_SPEED_FACTOR:
+        bad["job.dubbing_options.max_speed_factor"] = f"0 (the default, {pipeline.DEFAULT_MAX_SPEED_FACTOR}) or 1.0 to {MAX_SPEED_FACTOR}"
+    hard = options.hard_speed_cap
+    if hard and not max(1.0, cap or pipeline.DEFAULT_MAX_SPEED_FACTOR) <= hard <= MAX_HARD_SPEED_CAP:
+        bad["job.dubbing_options.hard_speed_cap"] = (
+            f"0 (the default, {pipeline.DEFAULT_HARD_SPEED_CAP}) or max_speed_factor to {MAX_HARD_SPEED_CAP}"
+        )
+    if job.kind == P.JOB_KIND_AUDIO_TRANSLATION:
+        if options.fit_policy == P.FIT_POLICY_EXTEND_VIDEO:
+            bad["job.dubbing_options.fit_policy"] = "FIT_POLICY_EXTEND_VIDEO needs a video output: VIDEO_DUBBING"
+        for flag in ("keep_original_audio", "soft_subtitles"):
+            if getattr(options, flag):
+                bad[f"job.dubbing_options.{flag}"] = "applies to VIDEO_DUBBING only"
+    return bad

@@ -12,7 +12,10 @@ Rules (ARCHITECTURE.md, "Jobs and stages"):
 - a stage starts when every stage it depends on has succeeded;
 - a permanent failure fails the job and stops its other stages;
 - a cancelled job stops queued stages at once and waits (boundedly) for running
-  ones to report.
+  ones to report;
+- a node that fans out (tts) sends one task per segment and succeeds when every
+  segment has: which segments are done is kept in `segments` (node index to a
+  bit mask), so a duplicate segment event counts once.
 """
 
 from __future__ import annotations
@@ -45,7 +48,12 @@ _LABELS = {
     P.STAGE_TRANSCRIBE: "Transcribing",
     P.STAGE_TRANSLATE: "Translating",
     P.STAGE_RENDER_SUBTITLES: "Writing subtitles",
+    P.STAGE_TTS: "Synthesizing speech",
+    P.STAGE_MIX: "Mixing the dub",
+    P.STAGE_ENCODE: "Encoding the dubbed audio",
+    P.STAGE_MUX: "Making the dubbed video",
 }
+NO_SPEECH_NOTE = "no speech was found, so the dub is the original audio"
 
 
 @dataclass(frozen=True)
@@ -104,20 +112,45 @@ def start(job: jobs_pb2.Job, nodes: list[Node], now: datetime, frame_rate: float
     job.state = P.STATE_QUEUED
     job.progress.CopyFrom(P.Progress(percent=0, stage=nodes[0].stage, message="Queued", update_time=_ts(now)))
     effects = Effects(state_changed=True)
-    _queue_ready(job, nodes, effects, frame_rate)
+    _queue_ready(job, nodes, effects, frame_rate, now)
     return effects
 
 
-def _queue_ready(job: jobs_pb2.Job, nodes: list[Node], effects: Effects, frame_rate: float) -> None:
-    for index, node in enumerate(nodes):
-        status = job.stages[index]
-        if status.state == P.STAGE_STATE_PENDING and all(
-            job.stages[dep].state == P.STAGE_STATE_SUCCEEDED for dep in node.after
-        ):
-            status.state = P.STAGE_STATE_QUEUED
+def _queue_ready(job: jobs_pb2.Job, nodes: list[Node], effects: Effects, frame_rate: float, now: datetime) -> None:
+    """Queue every pending node whose dependencies succeeded. A node that fans out
+    over no segment at all (nothing to say) succeeds at once, which may make
+    more nodes ready."""
+    ready = True
+    while ready:
+        ready = False
+        for index, node in enumerate(nodes):
+            status = job.stages[index]
+            if status.state != P.STAGE_STATE_PENDING or not all(
+                job.stages[dep].state == P.STAGE_STATE_SUCCEEDED for dep in node.after
+            ):
+                continue
             status.attempt = 1
-            effects.publish.append(pipeline.build_task(job, nodes, index, 1, frame_rate))
             effects.state_changed = True
+            if node.fans_out and status.total_segments == 0:
+                status.state = P.STAGE_STATE_SUCCEEDED
+                status.start_time.CopyFrom(_ts(now))
+                status.end_time.CopyFrom(_ts(now))
+                ready = True
+                continue
+            status.state = P.STAGE_STATE_QUEUED
+            effects.publish.extend(_tasks(job, nodes, index, frame_rate))
+
+
+def _tasks(job: jobs_pb2.Job, nodes: list[Node], index: int, frame_rate: float, done: int = 0) -> list[stages_pb2.StageTask]:
+    """The tasks of node `index` at its current attempt: one, or one per segment not in `done` (a bit mask)."""
+    attempt = job.stages[index].attempt
+    if not nodes[index].fans_out:
+        return [pipeline.build_task(job, nodes, index, attempt, frame_rate)]
+    return [
+        pipeline.build_task(job, nodes, index, attempt, frame_rate, segment)
+        for segment in range(job.stages[index].total_segments)
+        if not done >> segment & 1
+    ]
 
 
 def on_event(
@@ -128,9 +161,11 @@ def on_event(
     *,
     assets: dict[str, media_pb2.Asset] | None = None,
     deadlines: dict[int, float] | None = None,
+    segments: dict[int, int] | None = None,
     frame_rate: float = 0.0,
 ) -> Effects:
-    """Apply a worker's StageEvent. `assets`: the registered user artifacts of its outputs, by key."""
+    """Apply a worker's StageEvent. `assets`: the registered user artifacts of its outputs, by key;
+    `deadlines` and `segments` are the job's, changed in place."""
     if job.state in TERMINAL_STATES:
         return Effects(ignored="job finished")
     parsed = pipeline.parse_task_id(event.task_id)
@@ -143,24 +178,38 @@ def on_event(
     if status.state in FINISHED_STAGES:
         return Effects(ignored="stage finished")
     deadlines = deadlines if deadlines is not None else {}
+    segments = segments if segments is not None else {}
     outcome = event.outcome
     effects = Effects()
     # Stage times are the worker's (when it really started or finished), not when the event was applied.
     at = event.event_time.ToDatetime(tzinfo=now.tzinfo) if event.HasField("event_time") else now
+    segment = event.segment_index if node.fans_out and event.HasField("segment_index") else None
+    if node.fans_out and (segment is None or not 0 <= segment < status.total_segments):
+        return Effects(ignored="unknown segment")
+    if segment is not None and segments.get(index, 0) >> segment & 1:
+        return Effects(ignored="segment finished")
 
     if outcome in (R.STAGE_OUTCOME_STARTED, R.STAGE_OUTCOME_PROGRESS):
+        deadline = now.timestamp() + pipeline.time_limit(job) + TIMEOUT_GRACE_S
         if status.state != P.STAGE_STATE_RUNNING:
             status.state = P.STAGE_STATE_RUNNING
             if not status.HasField("start_time"):
                 status.start_time.CopyFrom(_ts(at))
-            deadlines[index] = now.timestamp() + pipeline.time_limit(job) + TIMEOUT_GRACE_S
+            deadlines[index] = deadline
             effects.state_changed = True
+        elif segment is not None and outcome == R.STAGE_OUTCOME_STARTED:
+            # Each segment a worker takes gets the time limit again: a fanned-out node is
+            # timed out when its workers stop taking segments, not by its total length.
+            deadlines[index] = deadline
         if job.state == P.STATE_QUEUED:
             job.state = P.STATE_RUNNING
             job.start_time.CopyFrom(_ts(at))
             effects.state_changed = True
-        fraction = event.progress_percent / 100 if outcome == R.STAGE_OUTCOME_PROGRESS else 0.0
-        message = event.progress_message if outcome == R.STAGE_OUTCOME_PROGRESS else ""
+        if segment is not None:
+            fraction, message = _segments_progress(status)
+        else:
+            fraction = event.progress_percent / 100 if outcome == R.STAGE_OUTCOME_PROGRESS else 0.0
+            message = event.progress_message if outcome == R.STAGE_OUTCOME_PROGRESS else ""
         _progress(job, nodes, node, fraction, message, now)
         effects.progressed = True
         return effects
@@ -169,6 +218,16 @@ def on_event(
         _progress(job, nodes, node, 0.0, f"retrying: {event.error.message}", now)
         effects.progressed = True
         return effects
+
+    if segment is not None and outcome == R.STAGE_OUTCOME_SUCCEEDED:
+        segments[index] = segments.get(index, 0) | 1 << segment
+        status.completed_segments += 1
+        if status.completed_segments < status.total_segments:
+            fraction, message = _segments_progress(status)
+            _progress(job, nodes, node, fraction, message, now)
+            effects.progressed = True
+            return effects
+        segments.pop(index, None)  # every segment is done: the node succeeds below
 
     deadlines.pop(index, None)
     status.end_time.CopyFrom(_ts(at))
@@ -181,11 +240,12 @@ def on_event(
         if job.state == P.STATE_CANCELLING:
             _settle_cancel(job, now)
             return effects
-        _queue_ready(job, nodes, effects, frame_rate)
+        _queue_ready(job, nodes, effects, frame_rate, now)
         if all(s.state == P.STAGE_STATE_SUCCEEDED for s in job.stages):
             job.state = P.STATE_SUCCEEDED
             job.end_time.CopyFrom(_ts(now))
-            job.progress.CopyFrom(P.Progress(percent=100, stage=node.stage, message="Done", update_time=_ts(now)))
+            done = f"Done: {NO_SPEECH_NOTE}" if _no_speech(job, nodes) else "Done"
+            job.progress.CopyFrom(P.Progress(percent=100, stage=node.stage, message=done, update_time=_ts(now)))
         else:
             _progress(job, nodes, node, 0.0, "", now)
         return effects
@@ -260,7 +320,14 @@ def cancel(job: jobs_pb2.Job, now: datetime) -> Effects:
 
 
 def expire(
-    job: jobs_pb2.Job, nodes: list[Node], deadlines: dict[int, float], now: datetime, *, cancel_timeout_s: float, frame_rate: float = 0.0
+    job: jobs_pb2.Job,
+    nodes: list[Node],
+    deadlines: dict[int, float],
+    now: datetime,
+    *,
+    cancel_timeout_s: float,
+    segments: dict[int, int] | None = None,
+    frame_rate: float = 0.0,
 ) -> Effects:
     """Stages past their time limit (a worker hung or vanished): one more attempt, then the job fails.
 
@@ -288,7 +355,7 @@ def expire(
         if status.attempt < MAX_ATTEMPTS:
             status.attempt += 1
             status.state = P.STAGE_STATE_QUEUED
-            effects.publish.append(pipeline.build_task(job, nodes, index, status.attempt, frame_rate))
+            effects.publish.extend(_tasks(job, nodes, index, frame_rate, (segments or {}).get(index, 0)))
             continue
         status.state = P.STAGE_STATE_FAILED
         limit = int(pipeline.time_limit(job))
@@ -323,6 +390,22 @@ def _record_result(job: jobs_pb2.Job, nodes: list[Node], event: stages_pb2.Stage
         for index, node in enumerate(nodes):
             if node.language == pipeline.SOURCE and node.stage == P.STAGE_RENDER_SUBTITLES:
                 job.stages[index].language = job.detected_language
+    elif result == "translate":
+        # The tts node of the language fans out over the translation's segments.
+        for index, node in enumerate(nodes):
+            if node.fans_out and node.language == event.language:
+                job.stages[index].total_segments = event.translate.segment_count
+
+
+def _no_speech(job: jobs_pb2.Job, nodes: list[Node]) -> bool:
+    """A dubbing job whose transcript had no segment: every dub is the original audio."""
+    fanned = [status for node, status in zip(nodes, job.stages) if node.fans_out]
+    return bool(fanned) and all(status.total_segments == 0 for status in fanned)
+
+
+def _segments_progress(status: jobs_pb2.StageStatus) -> tuple[float, str]:
+    done, total = status.completed_segments, status.total_segments
+    return (done / total if total else 0.0), f"{done} of {total} segments"
 
 
 def _record_artifacts(job: jobs_pb2.Job, event: stages_pb2.StageEvent, assets: dict[str, media_pb2.Asset]) -> None:

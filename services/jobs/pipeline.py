@@ -5,6 +5,10 @@ languages; `Job.stages[i]` is the status of node `i` of that plan, so a node
 is identified by its index and, on the wire, by its task id
 `<job id>/<stage>/<language or "_">/<segment or "_">/<attempt>`.
 
+The tts node of a language fans out: one task per segment of its translation
+(the count comes with the translate stage's result), all with the node's
+attempt; the node succeeds when every segment has.
+
 Every output key is chosen here, deterministically, so a redelivered task
 writes the same blobs again (stages.proto describes the layout).
 """
@@ -35,7 +39,16 @@ _WEIGHTS = {
     P.STAGE_TRANSCRIBE: 60,
     P.STAGE_TRANSLATE: 10,
     P.STAGE_RENDER_SUBTITLES: 2,
+    P.STAGE_TTS: 40,
+    P.STAGE_MIX: 6,
+    P.STAGE_ENCODE: 2,
+    P.STAGE_MUX: 4,
 }
+DUBBING_KINDS = (P.JOB_KIND_AUDIO_TRANSLATION, P.JOB_KIND_VIDEO_DUBBING)
+FAN_OUT_STAGES = (P.STAGE_TTS,)
+# Speed caps of the timing fit (DubbingOptions: 0 means these).
+DEFAULT_MAX_SPEED_FACTOR = 1.3
+DEFAULT_HARD_SPEED_CAP = 1.5
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,11 @@ class Node:
     def weight(self) -> int:
         return _WEIGHTS.get(self.stage, 5)
 
+    @property
+    def fans_out(self) -> bool:
+        """One task per segment rather than one per node."""
+        return self.stage in FAN_OUT_STAGES
+
 
 def plan(kind: int, targets: list[str]) -> list[Node]:
     """The nodes of a job, in pipeline order."""
@@ -57,11 +75,17 @@ def plan(kind: int, targets: list[str]) -> list[Node]:
         Node(P.STAGE_TRANSCRIBE, SOURCE, (1,)),
         Node(P.STAGE_RENDER_SUBTITLES, SOURCE, (2,)),
     ]
-    if kind == P.JOB_KIND_SUBTITLES:
-        for language in targets:
-            translate = len(nodes)
-            nodes.append(Node(P.STAGE_TRANSLATE, language, (2,)))
-            nodes.append(Node(P.STAGE_RENDER_SUBTITLES, language, (translate,)))
+    for language in targets:
+        translate = len(nodes)
+        nodes.append(Node(P.STAGE_TRANSLATE, language, (2,)))
+        nodes.append(Node(P.STAGE_RENDER_SUBTITLES, language, (translate,)))
+        if kind in DUBBING_KINDS:
+            tts = len(nodes)
+            nodes.append(Node(P.STAGE_TTS, language, (translate,)))
+            nodes.append(Node(P.STAGE_MIX, language, (tts,)))
+            nodes.append(Node(P.STAGE_ENCODE, language, (tts + 1,)))
+            if kind == P.JOB_KIND_VIDEO_DUBBING:
+                nodes.append(Node(P.STAGE_MUX, language, (tts + 1,)))
     return nodes
 
 
@@ -74,8 +98,8 @@ def node_index(nodes: list[Node], stage: int, language_token: str) -> int | None
     return None
 
 
-def task_id(job_id: str, node: Node, attempt: int) -> str:
-    return f"{job_id}/{stage_name(node.stage)}/{node.language or '_'}/_/{attempt}"
+def task_id(job_id: str, node: Node, attempt: int, segment: int | None = None) -> str:
+    return f"{job_id}/{stage_name(node.stage)}/{node.language or '_'}/{'_' if segment is None else segment}/{attempt}"
 
 
 def parse_task_id(value: str) -> tuple[str, str, str, int] | None:
@@ -88,6 +112,10 @@ def parse_task_id(value: str) -> tuple[str, str, str, int] | None:
 
 def key(job_id: str, stage: int, language: str, role: str, ext: str) -> str:
     return f"jobs/{job_id}/{stage_name(stage)}/{language or '_'}/{role}.{ext}"
+
+
+def speech_key(job_id: str, language: str, segment: int) -> str:
+    return key(job_id, P.STAGE_TTS, language, f"speech_segment.{segment:05d}", "pb")
 
 
 def _ref(role: int, key_: str, content_type: str, language: str = "") -> stages_pb2.ArtifactRef:
@@ -112,12 +140,20 @@ _SUBTITLE_OUTPUTS = {
     P.SUBTITLE_FORMAT_VTT: (R.ARTIFACT_ROLE_SUBTITLES_VTT, "subtitles", "vtt", "text/vtt"),
 }
 TRANSCRIPT_JSON = (R.ARTIFACT_ROLE_TRANSCRIPT_JSON, "transcript", "json", "application/json")
+_AUDIO_OUTPUTS = {  # DubbingOptions.audio_format: extension, MIME type
+    P.AUDIO_FORMAT_UNSPECIFIED: ("m4a", "audio/mp4"),
+    P.AUDIO_FORMAT_M4A: ("m4a", "audio/mp4"),
+    P.AUDIO_FORMAT_MP3: ("mp3", "audio/mpeg"),
+}
 
 # What each user-facing output role becomes in Job.artifacts.
 ARTIFACT_KINDS = {
     R.ARTIFACT_ROLE_SUBTITLES_SRT: P.ARTIFACT_KIND_SUBTITLES_SRT,
     R.ARTIFACT_ROLE_SUBTITLES_VTT: P.ARTIFACT_KIND_SUBTITLES_VTT,
     R.ARTIFACT_ROLE_TRANSCRIPT_JSON: P.ARTIFACT_KIND_TRANSCRIPT_JSON,
+    R.ARTIFACT_ROLE_SYNC_REPORT: P.ARTIFACT_KIND_SYNC_REPORT,
+    R.ARTIFACT_ROLE_ENCODED_AUDIO: P.ARTIFACT_KIND_DUBBED_AUDIO,
+    R.ARTIFACT_ROLE_VIDEO: P.ARTIFACT_KIND_DUBBED_VIDEO,
 }
 
 
@@ -130,15 +166,26 @@ def time_limit(job: jobs_pb2.Job) -> float:
     return seconds if seconds > 0 else DEFAULT_TIME_LIMIT_S
 
 
+def speed_caps(job: jobs_pb2.Job) -> tuple[float, float]:
+    """The job's (max_speed_factor, hard_speed_cap), defaults filled in."""
+    options = job.dubbing_options
+    cap = options.max_speed_factor or DEFAULT_MAX_SPEED_FACTOR
+    return cap, max(cap, options.hard_speed_cap or DEFAULT_HARD_SPEED_CAP)
+
+
 def build_task(
-    job: jobs_pb2.Job, nodes: list[Node], index: int, attempt: int, frame_rate: float = 0.0
+    job: jobs_pb2.Job, nodes: list[Node], index: int, attempt: int, frame_rate: float = 0.0, segment: int | None = None
 ) -> stages_pb2.StageTask:
-    """The StageTask of node `index` of `job`, attempt `attempt` (frame_rate: the probed video's, if any)."""
+    """The StageTask of node `index` of `job`, attempt `attempt` (frame_rate: the probed video's, if any).
+
+    `segment`: for a node that fans out, the segment this task is for.
+    """
     job_id = job.name.removeprefix("jobs/")
     node = nodes[index]
     source = job.detected_language or job.source_language
     task = R.StageTask(
-        task_id=task_id(job_id, node, attempt),
+        task_id=task_id(job_id, node, attempt, segment),
+        segment_index=segment,
         job=job.name,
         owner=job.owner,
         job_kind=job.kind,
@@ -152,9 +199,10 @@ def build_task(
     task.create_time.GetCurrentTime()
     source_media = R.ArtifactRef(role=R.ARTIFACT_ROLE_SOURCE_MEDIA, asset=job.input_asset)
     stage = node.stage
+    dubbing = job.dubbing_options
     if stage == P.STAGE_PROBE:
         task.inputs.append(source_media)
-        task.probe.SetInParent()
+        task.probe.require_video = job.kind == P.JOB_KIND_VIDEO_DUBBING
     elif stage == P.STAGE_EXTRACT_AUDIO:
         task.inputs.append(source_media)
         task.outputs.append(_ref(R.ARTIFACT_ROLE_ASR_AUDIO, key(job_id, stage, SOURCE, "asr_audio", "wav"), "audio/wav"))
@@ -182,15 +230,82 @@ def build_task(
         task.render_subtitles.formats.extend(formats)
         task.render_subtitles.transcript_json = True
         task.render_subtitles.frame_rate = frame_rate or 25.0
+    elif stage == P.STAGE_TTS:
+        if segment is None:
+            raise ValueError("a tts task is for one segment")
+        task.inputs.append(_translation(job_id, node.language))
+        task.outputs.append(
+            R.ArtifactRef(
+                role=R.ARTIFACT_ROLE_SPEECH_SEGMENT,
+                key=speech_key(job_id, node.language, segment),
+                content_type="application/x-protobuf",
+                language=node.language,
+                segment_index=segment,
+            )
+        )
+        task.tts.voice = dubbing.voices[node.language]
+        task.tts.language = node.language
+        task.tts.max_speaking_rate = speed_caps(job)[0]
+    elif stage == P.STAGE_MIX:
+        count = job.stages[_node_of(nodes, P.STAGE_TTS, node.language)].total_segments
+        task.inputs.append(source_media)
+        task.inputs.append(_translation(job_id, node.language))
+        task.inputs.extend(
+            R.ArtifactRef(
+                role=R.ARTIFACT_ROLE_SPEECH_SEGMENT,
+                key=speech_key(job_id, node.language, i),
+                content_type="application/x-protobuf",
+                language=node.language,
+                segment_index=i,
+            )
+            for i in range(count)
+        )
+        task.outputs.append(_mixed(job_id, node.language))
+        task.outputs.append(_sync_report(job_id, node.language))
+        task.mix.fit_policy = dubbing.fit_policy or P.FIT_POLICY_KEEP_TIMING
+        task.mix.max_speed_factor, task.mix.hard_speed_cap = speed_caps(job)
+        task.mix.ducking_level = dubbing.ducking_level or P.DUCKING_LEVEL_MEDIUM
+        task.mix.segment_count = count
+    elif stage == P.STAGE_ENCODE:
+        ext, content_type = _AUDIO_OUTPUTS[dubbing.audio_format]
+        task.inputs.append(_mixed(job_id, node.language))
+        task.outputs.append(_ref(R.ARTIFACT_ROLE_ENCODED_AUDIO, key(job_id, stage, node.language, "dub", ext), content_type, node.language))
+        task.encode.audio_format = dubbing.audio_format or P.AUDIO_FORMAT_M4A
+    elif stage == P.STAGE_MUX:
+        task.inputs.extend([source_media, _mixed(job_id, node.language), _sync_report(job_id, node.language)])
+        task.inputs.append(_translation(job_id, node.language))
+        task.outputs.append(_ref(R.ARTIFACT_ROLE_VIDEO, key(job_id, stage, node.language, "dub", "mp4"), "video/mp4", node.language))
+        task.mux.fit_policy = dubbing.fit_policy or P.FIT_POLICY_KEEP_TIMING
+        task.mux.keep_original_audio = dubbing.keep_original_audio
+        task.mux.soft_subtitles = dubbing.soft_subtitles
+        task.mux.burn_in = job.subtitle_options.burn_in
+        task.mux.source_language = source
     else:
         raise ValueError(f"no task for stage {stage}")
     return task
 
 
+def _mixed(job_id: str, language: str) -> stages_pb2.ArtifactRef:
+    return _ref(R.ARTIFACT_ROLE_MIXED_AUDIO, key(job_id, P.STAGE_MIX, language, "mixed_audio", "wav"), "audio/wav", language)
+
+
+def _sync_report(job_id: str, language: str) -> stages_pb2.ArtifactRef:
+    return _ref(R.ARTIFACT_ROLE_SYNC_REPORT, key(job_id, P.STAGE_MIX, language, "sync", "json"), "application/json", language)
+
+
+def _node_of(nodes: list[Node], stage: int, language: str) -> int:
+    index = node_index(nodes, stage, language or "_")
+    if index is None:
+        raise ValueError(f"the plan has no {stage_name(stage)} node for {language!r}")
+    return index
+
+
 def artifact_filename(job: jobs_pb2.Job, ref: stages_pb2.ArtifactRef) -> str:
-    """`talk.pt.srt` for a Portuguese SRT of a job on `talk.mp4`."""
+    """`talk.pt.srt` for a Portuguese SRT of a job on `talk.mp4` (`talk.pt.mp4` for its dub)."""
     stem = PurePosixPath(job.display_name or "octavia").stem or "octavia"
     ext = ref.key.rsplit(".", 1)[-1]
+    if ref.role == R.ARTIFACT_ROLE_SYNC_REPORT:
+        ext = f"sync.{ext}"  # beside the transcript's talk.pt.json
     language = f".{ref.language}" if ref.language else ""
     return f"{stem}{language}.{ext}"
 

@@ -187,7 +187,14 @@ class Runner:
                 locked.frame_rate = pipeline.video_frame_rate(event.probe.media_info) or locked.frame_rate
             nodes = pipeline.plan(locked.job.kind, list(locked.job.target_languages))
             return orchestrator.on_event(
-                _named(locked), nodes, event, now(), assets=assets, deadlines=locked.deadlines, frame_rate=locked.frame_rate
+                _named(locked),
+                nodes,
+                event,
+                now(),
+                assets=assets,
+                deadlines=locked.deadlines,
+                segments=locked.segments,
+                frame_rate=locked.frame_rate,
             )
 
         result = await self.change(job_id, change)
@@ -224,7 +231,7 @@ class Runner:
                         nodes = pipeline.plan(locked.job.kind, list(locked.job.target_languages))
                         return orchestrator.expire(
                             _named(locked), nodes, locked.deadlines, now(), cancel_timeout_s=CANCEL_TIMEOUT_S,
-                            frame_rate=locked.frame_rate,
+                            segments=locked.segments, frame_rate=locked.frame_rate,
                         )
 
                     await self.change(job_id, change)

@@ -18,7 +18,7 @@ async def setup(rt: Runtime) -> None:
     store = JobStore(rt.db)
     credits = Credits(rt.channel("billing"))
     runner = Runner(store, rt.js, rt.nc, rt.channel("media"), credits)
-    catalogue = Catalogue(rt.channel("transcribe"), rt.channel("translate"))
+    catalogue = Catalogue(rt.channel("transcribe"), rt.channel("translate"), rt.channel("tts"))
     admission = Admission(
         Limiter(rt.redis, "create_job_user", rt.config.rate_limits["create_job_user"], "jobs created"),
         rt.config.require_verified_email,

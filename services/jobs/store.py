@@ -32,10 +32,12 @@ class JobRow:
     deadlines: dict | None = None
     frame_rate: float = 0.0
     hold: str | None = None
+    segments: dict | None = None
 
 
 _COLUMNS = (
-    "id, owner_id, kind, state, spec, request_id, created_at, updated_at, event_seq, request_hash, deadlines, frame_rate, hold"
+    "id, owner_id, kind, state, spec, request_id, created_at, updated_at, event_seq, request_hash, deadlines, frame_rate,"
+    " hold, segments"
 )
 
 
@@ -47,6 +49,7 @@ class Locked:
     job: jobs_pb2.Job
     deadlines: dict[int, float]
     frame_rate: float
+    segments: dict[int, int]  # fanned-out stage index: bit mask of its finished segments
 
 
 class JobStore:
@@ -175,19 +178,24 @@ class JobStore:
                 return None
             row = JobRow(**found)
             locked = Locked(
-                row, jobs_pb2.Job.FromString(row.spec), {int(k): v for k, v in (row.deadlines or {}).items()}, row.frame_rate
+                row,
+                jobs_pb2.Job.FromString(row.spec),
+                {int(k): v for k, v in (row.deadlines or {}).items()},
+                row.frame_rate,
+                {int(k): int(v, 16) for k, v in (row.segments or {}).items()},
             )
             effects = change(locked)
             if not effects.changed:
                 return row, effects
             saved = await con.fetchrow(
-                "UPDATE jobs SET spec = $2, state = $3, deadlines = $4, frame_rate = $5, event_seq = event_seq + 1,"
-                f" updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",
+                "UPDATE jobs SET spec = $2, state = $3, deadlines = $4, frame_rate = $5, segments = $6,"
+                f" event_seq = event_seq + 1, updated_at = now() WHERE id = $1 RETURNING {_COLUMNS}",
                 job_id,
                 locked.job.SerializeToString(),
                 locked.job.state,
                 {str(k): v for k, v in locked.deadlines.items()},
                 locked.frame_rate,
+                {str(k): format(v, "x") for k, v in locked.segments.items()},
             )
             await _enqueue(con, effects.publish)
             if effects.settle is not None:

@@ -113,7 +113,8 @@ def mix(
     background_level: float = DEFAULT_BACKGROUND_LEVEL,
     target_lufs: float | None = DEFAULT_TARGET_LUFS,
 ) -> None:
-    """The voice track over the original audio, as a 48 kHz stereo 16-bit WAV as long as the original.
+    """The voice track over the original audio, as a 48 kHz stereo 16-bit WAV as long as the
+    longer of the two (speech that runs past the original's end is never cut).
 
     `original_audio` is any media file (its default audio stream is used); `voice`
     is a WAV from `voice_track`. The original keeps its full level between lines
@@ -144,7 +145,7 @@ def mix(
             f"[2:a]aresample={MIX_SAMPLE_RATE},aformat=sample_fmts=fltp,pan={MIX_LAYOUT}|c0=c0|c1=c0,apad[depth];"
             f"[under][depth]amultiply,volume={background_level - 1:.6f}[duck];"
             f"[1:a:0]{_mix_format()}[voice];"
-            "[bg][duck][voice]amix=inputs=3:duration=first:normalize=0"
+            "[bg][duck][voice]amix=inputs=3:duration=longest:normalize=0"
         )
     else:
         inputs = ["-i", os.fspath(voice)]
@@ -232,6 +233,50 @@ def mux_video(
     with replacing(out) as temp:
         run([*inputs, *maps, *picture, *codecs, "-movflags", "+faststart", "-f", "mp4", os.fspath(temp)],
             f"muxing {dubbed_audio} with the picture of {video_in}")  # fmt: skip
+
+
+def stretch_speech(wav: bytes, stretch: float, sample_rate: int, out: str | os.PathLike) -> None:
+    """A mono 16-bit WAV of speech (`wav`) sped up `stretch` times without changing its pitch
+    (atempo), at `sample_rate`: one dubbed segment ready for `voice_track`."""
+    if not 1.0 <= stretch <= 2.0:
+        raise ValueError(f"a stretch of {stretch} is outside 1.0 to 2.0")
+    tempo = f"atempo={stretch:.6f}," if stretch > 1.0 else ""
+    with replacing(out) as temp:
+        run(["-f", "wav", "-i", "pipe:0", "-af", f"{tempo}aresample={sample_rate}", "-ac", "1", "-c:a", "pcm_s16le",
+             "-map_metadata", "-1", "-f", "wav", os.fspath(temp)], "stretching speech", stdin=wav)  # fmt: skip
+
+
+def trim_wav(path: str | os.PathLike, seconds: float) -> None:
+    """Cut a mono 16-bit WAV to at most `seconds` (in place)."""
+    with wave.open(os.fspath(path), "rb") as wav:
+        rate, frames = wav.getframerate(), wav.getnframes()
+        keep = min(frames, max(0, round(seconds * rate)))
+        samples = np.frombuffer(wav.readframes(keep), dtype="<i2")
+    if keep < frames:
+        with replacing(path) as temp:
+            _write_mono_pcm16(temp, rate, samples)
+
+
+def wav_seconds(path: str | os.PathLike) -> float:
+    with wave.open(os.fspath(path), "rb") as wav:
+        return wav.getnframes() / wav.getframerate()
+
+
+def hold_audio(
+    media_in: str | os.PathLike, holds: Sequence[tuple[float, float]], out: str | os.PathLike
+) -> list[tuple[float, float]]:
+    """The default audio stream of `media_in` with silence inserted where `extend_picture`
+    holds its picture (the same holds snap to the same frames), as a WAV: the
+    background of a dub whose picture is extended. Returns the holds as made."""
+    media_in = os.fspath(media_in)
+    fps, frames, audio = _video_layout(media_in)
+    if audio is None:
+        raise FfmpegError(f"{media_in} has no audio stream", None)
+    cuts = _hold_cuts(holds, fps, frames)
+    with replacing(out) as temp:
+        run(["-i", media_in, "-filter_complex", _hold_graph(cuts, fps, audio, picture=False), "-map", "[a]",
+             "-c:a", "pcm_s16le", "-rf64", "auto", "-f", "wav", os.fspath(temp)], f"holding the audio of {media_in}")  # fmt: skip
+    return [(float(frame / fps), float(count / fps)) for frame, count in cuts]
 
 
 def extend_picture(
@@ -406,28 +451,30 @@ def _hold_cuts(holds: Sequence[tuple[float, float]], fps: Fraction, frames: int)
     return cuts
 
 
-def _hold_graph(cuts: Sequence[tuple[int, int]], fps: Fraction, audio: tuple[int, int] | None) -> str:
+def _hold_graph(cuts: Sequence[tuple[int, int]], fps: Fraction, audio: tuple[int, int] | None, *, picture: bool = True) -> str:
     """A filtergraph that cuts the picture (and audio) at each boundary, pads each piece
-    but the last with its held frames (and silence), and joins the pieces again."""
+    but the last with its held frames (and silence), and joins the pieces again.
+    Without `picture`, only the audio: outputs [a]."""
     bounds: list[int | None] = [0, *(frame for frame, _ in cuts), None]
     pieces = len(bounds) - 1
-    graph = [f"[0:v:0]split={pieces}" + "".join(f"[v{i}]" for i in range(pieces))]
+    graph = [f"[0:v:0]split={pieces}" + "".join(f"[v{i}]" for i in range(pieces))] if picture else []
     if audio:
         graph.append(f"[0:{audio[0]}]asplit={pieces}" + "".join(f"[a{i}]" for i in range(pieces)))
     joined = []
     for i, (start, end) in enumerate(itertools.pairwise(bounds)):
         hold = cuts[i][1] if i < len(cuts) else 0
-        trim = f"start_frame={start}" + ("" if end is None else f":end_frame={end}")
-        pad = f",tpad=stop_mode=clone:stop={hold}" if hold else ""
-        graph.append(f"[v{i}]trim={trim},setpts=PTS-STARTPTS{pad}[pv{i}]")
-        joined.append(f"[pv{i}]")
+        if picture:
+            trim = f"start_frame={start}" + ("" if end is None else f":end_frame={end}")
+            pad = f",tpad=stop_mode=clone:stop={hold}" if hold else ""
+            graph.append(f"[v{i}]trim={trim},setpts=PTS-STARTPTS{pad}[pv{i}]")
+            joined.append(f"[pv{i}]")
         if audio:
             first, last = _samples(start, fps, audio[1]), None if end is None else _samples(end, fps, audio[1])
             trim = f"start_sample={first}" + ("" if last is None else f":end_sample={last}")
             pad = f",apad=pad_len={_samples(hold, fps, audio[1])}" if hold else ""
             graph.append(f"[a{i}]atrim={trim},asetpts=PTS-STARTPTS{pad}[pa{i}]")
             joined.append(f"[pa{i}]")
-    graph.append("".join(joined) + f"concat=n={pieces}:v=1:a={int(bool(audio))}" + ("[v][a]" if audio else "[v]"))
+    graph.append("".join(joined) + f"concat=n={pieces}:v={int(picture)}:a={int(bool(audio))}" + "[v]" * picture + "[a]" * bool(audio))
     return ";".join(graph)
 
 

@@ -1,4 +1,5 @@
-"""The media service's pipeline stages: probe, extract_audio and render_subtitles.
+"""The media service's pipeline stages: probe, extract_audio, render_subtitles, and the
+dub's mix, encode and mux (the work itself is in dubbing.py).
 
 Media owns blob storage, so its stages read and write it directly; CPU work
 (ffmpeg, PyAV, line breaking) runs in threads so health checks and the
@@ -16,9 +17,11 @@ from octavia.jobs.v1 import jobs_pb2, stages_pb2
 from octavia.media.v1 import media_pb2
 from octavia.transcribe.v1 import transcribe_pb2
 
+from google.protobuf import json_format
+
 from octavia_runtime.stages import Handler, StageContext, StageOutput, duration, permanent
 
-from . import ffmpeg, subtitles
+from . import dubbing, ffmpeg, mixing, subtitles
 from .probe import MediaRejected, probe
 from .storage import BlobNotFound, BlobStore
 from .store import AssetRow, MediaStore
@@ -37,6 +40,9 @@ class MediaStages:
             P.STAGE_PROBE: self.probe,
             P.STAGE_EXTRACT_AUDIO: self.extract_audio,
             P.STAGE_RENDER_SUBTITLES: self.render_subtitles,
+            P.STAGE_MIX: self.mix,
+            P.STAGE_ENCODE: self.encode,
+            P.STAGE_MUX: self.mux,
         }
 
     async def _source(self, ctx: StageContext) -> AssetRow:
@@ -106,6 +112,89 @@ class MediaStages:
             outputs,
             R.RenderSubtitlesResult(cue_count=len(rendered.cues), reading_speed_warnings=rendered.reading_speed_warnings),
         )
+
+
+    async def _read(self, ref: stages_pb2.ArtifactRef, path: Path) -> Path:
+        try:
+            await self.storage.get_file(ref.key, path)
+        except BlobNotFound:
+            raise permanent("INPUT_MISSING", f"{ref.key} is missing") from None
+        return path
+
+    async def _translation(self, ctx: StageContext, folder: Path) -> transcribe_pb2.Transcript:
+        path = await self._read(ctx.input(R.ARTIFACT_ROLE_TRANSLATION), folder / "translation.pb")
+        return transcribe_pb2.Transcript.FromString(path.read_bytes())
+
+    async def _put(self, ref: stages_pb2.ArtifactRef, path: Path) -> stages_pb2.ArtifactRef:
+        return _stored(ref, await self.storage.put_file(ref.key, path, ref.content_type))
+
+    async def mix(self, ctx: StageContext) -> StageOutput:
+        """Fit the language's speech into the original timing and mix it over the original audio."""
+        row = await self._source(ctx)
+        info = media_pb2.MediaInfo.FromString(row.media_info)
+        settings = dubbing.DubSettings.of(ctx.task, info.duration.ToTimedelta().total_seconds())
+        refs = sorted((r for r in ctx.task.inputs if r.role == R.ARTIFACT_ROLE_SPEECH_SEGMENT), key=lambda r: r.segment_index)
+        with tempfile.TemporaryDirectory(prefix="octavia-mix-") as tmp:
+            folder = Path(tmp)
+            translation = await self._translation(ctx, folder)
+            if len(refs) != len(translation.segments):
+                raise permanent("BAD_TASK", f"{len(refs)} speech segments for {len(translation.segments)} translated ones")
+            speeches = []
+            for ref in refs:
+                path = await self._read(ref, folder / "speech.pb")
+                speeches.append(stages_pb2.SynthesizedSpeech.FromString(path.read_bytes()))
+                await ctx.progress(40 * len(speeches) / len(refs), f"{len(speeches)} of {len(refs)} segments read")
+            async with self.storage.local_copy(row.storage_key) as source:
+                try:
+                    report, mixed = await asyncio.to_thread(dubbing.mix_dub, source, translation, speeches, folder, settings)
+                except ffmpeg.FfmpegError as exc:
+                    raise permanent("MEDIA_UNREADABLE", f"the dub could not be mixed: {exc}") from None
+            report_path = folder / "sync.json"
+            report_path.write_text(json_format.MessageToJson(report, indent=2, ensure_ascii=False), encoding="utf-8")
+            mixed_ref = await self._put(ctx.output(R.ARTIFACT_ROLE_MIXED_AUDIO), mixed)
+            mixed_ref.duration.CopyFrom(duration(mixing.wav_seconds(mixed)))
+            report_ref = await self._put(ctx.output(R.ARTIFACT_ROLE_SYNC_REPORT), report_path)
+        result = R.MixResult(
+            output_duration=mixed_ref.duration,
+            overflowing_segments=report.overflowing_segments,
+            total_overflow=report.total_overflow,
+            max_applied_speed_factor=report.max_applied_speed_factor,
+            no_speech=bool(report.note),
+        )
+        return StageOutput([mixed_ref, report_ref], result)
+
+    async def encode(self, ctx: StageContext) -> StageOutput:
+        """The mixed dub as the audio file the user downloads (m4a or mp3)."""
+        target = ctx.output(R.ARTIFACT_ROLE_ENCODED_AUDIO)
+        audio_format = "mp3" if ctx.task.encode.audio_format == P.AUDIO_FORMAT_MP3 else "m4a"
+        with tempfile.TemporaryDirectory(prefix="octavia-encode-") as tmp:
+            mixed = await self._read(ctx.input(R.ARTIFACT_ROLE_MIXED_AUDIO), Path(tmp) / "mixed.wav")
+            out = Path(tmp) / f"dub.{audio_format}"
+            await asyncio.to_thread(mixing.encode_audio, mixed, out, audio_format, language=ctx.task.language)
+            return StageOutput([await self._put(target, out)])
+
+    async def mux(self, ctx: StageContext) -> StageOutput:
+        """The dubbed video: the picture copied (held where the report says), the dub as its sound."""
+        row = await self._source(ctx)
+        params = ctx.task.mux
+        info = media_pb2.MediaInfo.FromString(row.media_info)
+        frame_rate = next((s.frame_rate for s in info.streams if s.type == media_pb2.STREAM_TYPE_VIDEO and s.frame_rate > 0), 25.0)
+        settings = dubbing.MuxSettings(
+            ctx.task.language, params.source_language, params.keep_original_audio, params.soft_subtitles, params.burn_in, frame_rate
+        )
+        with tempfile.TemporaryDirectory(prefix="octavia-mux-") as tmp:
+            folder = Path(tmp)
+            mixed = await self._read(ctx.input(R.ARTIFACT_ROLE_MIXED_AUDIO), folder / "mixed.wav")
+            report_path = await self._read(ctx.input(R.ARTIFACT_ROLE_SYNC_REPORT), folder / "sync.json")
+            report = json_format.Parse(report_path.read_text(encoding="utf-8"), jobs_pb2.SyncReport())
+            translation = await self._translation(ctx, folder)
+            out = folder / "dub.mp4"
+            async with self.storage.local_copy(row.storage_key) as source:
+                try:
+                    await asyncio.to_thread(dubbing.mux_dub, source, mixed, report, translation, out, settings)
+                except ffmpeg.FfmpegError as exc:
+                    raise permanent("MEDIA_UNREADABLE", f"the dubbed video could not be made: {exc}") from None
+            return StageOutput([await self._put(ctx.output(R.ARTIFACT_ROLE_VIDEO), out)])
 
 
 def _stored(ref: stages_pb2.ArtifactRef, size: int) -> stages_pb2.ArtifactRef:

@@ -1,0 +1,133 @@
+"""The tts stage: one segment of a translation spoken, fitted to its time where the voice allows.
+
+Each task is one segment (the orchestrator fans the stage out), so several tts
+workers speak one job side by side. The worker reads the language's
+translation (kept briefly: the next task is usually the next segment of the
+same one), speaks the segment at the voice's normal rate and, when the speech
+is longer than the time the segment may fill (its start to the next segment's
+start), speaks it again faster, within the job's cap (octavia_runtime.fit,
+step 2). The mix stage stretches what is still too long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from octavia.jobs.v1 import stages_pb2
+from octavia.transcribe.v1 import transcribe_pb2
+
+from octavia_runtime import fit
+from octavia_runtime.blobs import RemoteBlobs
+from octavia_runtime.stages import StageContext, StageOutput, duration, permanent
+
+from .engines import Engines, EngineUnavailable, Speech
+from .voices import VoiceSpec, find_voice
+
+R = stages_pb2
+TRANSLATIONS_KEPT = 8
+# Leading and trailing audio quieter than this (-50 dBFS) is the voice's own silence:
+# trimmed, so a segment's time goes to speech; a little is kept so a word's onset stays whole.
+_SILENCE = 10 ** (-50 / 20)
+_EDGE_S = 0.02
+
+
+class TtsStage:
+    def __init__(self, engines: Engines, blobs: RemoteBlobs):
+        self.engines = engines
+        self.blobs = blobs
+        self._translations: OrderedDict[str, transcribe_pb2.Transcript] = OrderedDict()
+
+    async def __call__(self, ctx: StageContext) -> StageOutput:
+        params = ctx.task.tts
+        voice = find_voice(params.voice.removeprefix("voices/"))
+        if voice is None:
+            raise permanent("VOICE_UNAVAILABLE", f"the voice {params.voice!r} is not installed on this worker")
+        translation = await self._translation(ctx.input(R.ARTIFACT_ROLE_TRANSLATION))
+        index = ctx.task.segment_index
+        if not ctx.task.HasField("segment_index") or not 0 <= index < len(translation.segments):
+            raise permanent("BAD_TASK", f"segment {index} is not in the translation's {len(translation.segments)}")
+        segment = translation.segments[index]
+        text = segment.text.strip()
+        engine = self.engines.for_voice(voice)
+        speech = Speech(np.zeros(0, dtype=np.float32), engine.sample_rate)
+        rate = 1.0
+        slot = _slot(translation, index)
+        if text:
+            cap = params.max_speaking_rate or 1.0
+            try:
+                speech, rate = await asyncio.to_thread(self._speak, text, voice, slot, cap)
+            except EngineUnavailable as exc:
+                raise permanent("VOICE_UNAVAILABLE", str(exc)) from None
+        output = ctx.output(R.ARTIFACT_ROLE_SPEECH_SEGMENT)
+        written = R.SynthesizedSpeech(
+            segment_index=index,
+            wav=speech.wav() if text else b"",
+            sample_rate_hertz=speech.sample_rate,
+            duration=duration(speech.duration_s),
+            speaking_rate=rate,
+            voice=params.voice,
+            text=text,
+        )
+        with tempfile.TemporaryDirectory(prefix="octavia-tts-") as tmp:
+            path = Path(tmp) / "speech.pb"
+            path.write_bytes(written.SerializeToString())
+            stored = await self.blobs.store(output, path)
+        stored.duration.CopyFrom(written.duration)
+        return StageOutput(
+            [stored],
+            R.TtsResult(
+                audio_duration=written.duration,
+                speaking_rate=rate,
+                fits=speech.duration_s <= slot,
+                sample_rate_hertz=speech.sample_rate,
+            ),
+        )
+
+    def _speak(self, text: str, voice: VoiceSpec, slot: float, cap: float) -> tuple[Speech, float]:
+        """The segment's speech and the rate it was spoken at: faster only when it must be, and can."""
+        engine = self.engines.for_voice(voice)
+        speech = _trimmed(engine.synthesize(text, voice))
+        limits = fit.FitLimits(max_factor=max(1.0, cap), hard_cap=max(cap, fit.FitLimits.hard_cap))
+        rate = fit.engine_speed_for(speech.duration_s, slot, max_engine_speed=engine.max_speed, limits=limits)
+        if rate > 1.0:
+            speech = _trimmed(engine.synthesize(text, voice, rate))
+        return speech, rate
+
+    async def _translation(self, ref: stages_pb2.ArtifactRef) -> transcribe_pb2.Transcript:
+        """The translation `ref` names, from the few this worker read last or from storage."""
+        if ref.key in self._translations:
+            self._translations.move_to_end(ref.key)
+            return self._translations[ref.key]
+        with tempfile.TemporaryDirectory(prefix="octavia-tts-") as tmp:
+            path = await self.blobs.fetch(ref, Path(tmp) / "translation.pb")
+            translation = transcribe_pb2.Transcript.FromString(path.read_bytes())
+        self._translations[ref.key] = translation
+        while len(self._translations) > TRANSLATIONS_KEPT:
+            self._translations.popitem(last=False)
+        return translation
+
+
+def _slot(translation: transcribe_pb2.Transcript, index: int) -> float:
+    """Seconds segment `index` may fill at its place: up to the next segment's start; the last one
+    up to the end of the audio (or its own end, when the transcript runs a few ms past it)."""
+    segments, seconds = translation.segments, lambda d: d.ToTimedelta().total_seconds()
+    segment = segments[index]
+    if index + 1 < len(segments):
+        end = seconds(segments[index + 1].start_offset)
+    else:
+        end = max(seconds(translation.duration), seconds(segment.end_offset))
+    return max(0.0, end - seconds(segment.start_offset))
+
+
+def _trimmed(speech: Speech) -> Speech:
+    """`speech` without the silence an engine leaves before and after the words."""
+    loud = np.flatnonzero(np.abs(speech.samples) > _SILENCE)
+    if loud.size == 0:
+        return speech
+    edge = round(_EDGE_S * speech.sample_rate)
+    start, end = max(0, loud[0] - edge), min(len(speech.samples), loud[-1] + 1 + edge)
+    return Speech(speech.samples[start:end], speech.sample_rate)
