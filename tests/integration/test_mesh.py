@@ -121,11 +121,16 @@ def test_an_internal_rpc_refuses_a_user_token(service_channel, signed_in):
 
 def test_a_feature_not_built_yet_says_which_feature_is_missing(service_channel, signed_in):
     jobs = jobs_pb2_grpc.JobServiceStub(service_channel("jobs"))
-    dubbing = jobs_pb2.Job(kind=jobs_pb2.JOB_KIND_VIDEO_DUBBING, input_asset="assets/any", target_languages=["pt"])
+    burned = jobs_pb2.Job(
+        kind=jobs_pb2.JOB_KIND_SUBTITLES,
+        input_asset="assets/any",
+        target_languages=["pt"],
+        subtitle_options=jobs_pb2.SubtitleOptions(burn_in=True),
+    )
     with pytest.raises(grpc.RpcError) as refused:
-        jobs.CreateJob(jobs_pb2.CreateJobRequest(job=dubbing), metadata=signed_in.metadata)
+        jobs.CreateJob(jobs_pb2.CreateJobRequest(job=burned), metadata=signed_in.metadata)
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "not implemented yet" in refused.value.details() and "dubbing" in refused.value.details()
+    assert "not implemented yet" in refused.value.details() and "burning subtitles" in refused.value.details()
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -259,8 +259,12 @@ def test_a_transcript_has_no_target_language():
         ([], "say what to make"),
         (["--subtitles"], "needs at least one --to"),
         (["--transcript", "--to", "pt"], "drop --to"),
-        (["--dub", "--to", "pt"], "--dub is not available yet"),
-        (["--audio-only", "--to", "pt"], "--audio-only is not available yet"),
+        (["--dub"], "--dub needs at least one --to"),
+        (["--audio-only", "--to", "pt", "--fit", "extend-video"], "are for --dub"),
+        (["--audio-only", "--to", "pt", "--soft-subtitles"], "are for --dub"),
+        (["--dub", "--to", "pt", "--max-speed", "2"], "between 1.0 and 1.5"),
+        (["--dub", "--to", "pt", "--voice", "es=voices/espeak-es"], "one of the --to languages"),
+        (["--dub", "--to", "pt", "--voice", "pt"], "LANG=VOICE"),
         (["--to", "português", "--subtitles"], "not a language tag"),
     ],
 )
@@ -269,9 +273,35 @@ def test_translate_arguments_that_cannot_work(argv, says):
         job_request(_translate(*argv))
 
 
-def test_dubbing_is_answered_with_not_available_and_status_2(capsys):
-    assert main(["translate", "talk.mp4", "--to", "pt", "--dub"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_a_dub_asks_for_video_dubbing_with_its_options():
+    request = job_request(
+        _translate("--dub", "--to", "pt", "--to", "es", "--voice", "pt=kokoro-pt-br-kumo", "--fit", "extend-video",
+                   "--max-speed", "1.2", "--background", "replace", "--keep-original-audio", "--soft-subtitles", "--burn-in")
+    )  # fmt: skip
+    assert request == {
+        "kind": "JOB_KIND_VIDEO_DUBBING",
+        "targetLanguages": ["pt", "es"],
+        "dubbingOptions": {
+            "fitPolicy": "FIT_POLICY_EXTEND_VIDEO",
+            "duckingLevel": "DUCKING_LEVEL_REPLACE",
+            "audioFormat": "AUDIO_FORMAT_M4A",
+            "voices": {"pt": "voices/kokoro-pt-br-kumo"},
+            "maxSpeedFactor": 1.2,
+            "keepOriginalAudio": True,
+            "softSubtitles": True,
+        },
+        "subtitleOptions": {"burnIn": True},
+    }
+
+
+def test_audio_only_asks_for_an_audio_translation():
+    request = job_request(_translate("--audio-only", "--to", "es", "--audio-format", "mp3", "--from", "en"))
+    assert request == {
+        "kind": "JOB_KIND_AUDIO_TRANSLATION",
+        "targetLanguages": ["es"],
+        "sourceLanguage": "en",
+        "dubbingOptions": {"fitPolicy": "FIT_POLICY_KEEP_TIMING", "duckingLevel": "DUCKING_LEVEL_MEDIUM", "audioFormat": "AUDIO_FORMAT_MP3"},
+    }
 
 
 def test_only_one_output_kind_at_a_time():

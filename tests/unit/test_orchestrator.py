@@ -255,3 +255,183 @@ def test_an_event_carries_its_tasks_identity_segment_included():
     reported = event_of(task, R.STAGE_OUTCOME_SUCCEEDED)
     assert (reported.task_id, reported.stage, reported.language, reported.segment_index) == (task.task_id, P.STAGE_TTS, "pt", 3)
     assert not event_of(R.StageTask(task_id="j1/probe/_/_/1"), R.STAGE_OUTCOME_STARTED).HasField("segment_index")
+
+
+# --- Dubbing: the tts stage fans out per segment --------------------------------
+
+
+def dub_job(targets=("pt", "es"), kind=P.JOB_KIND_VIDEO_DUBBING, **options):
+    job, nodes, effects = new_job(kind, targets)
+    job.dubbing_options.CopyFrom(P.DubbingOptions(voices={t: f"voices/v-{t}" for t in targets}, **options))
+    return job, nodes, effects
+
+
+def run_until_tts(job, nodes, effects, segments=3, segments_done=None):
+    """Succeed every task up to the tts ones, which are returned (translate reports `segments` segments)."""
+    queue, tts = list(effects.publish), []
+    while queue:
+        task = queue.pop(0)
+        if task.stage == P.STAGE_TTS:
+            tts.append(task)
+            continue
+        extra = {}
+        if task.stage == P.STAGE_TRANSCRIBE:
+            extra["transcribe"] = R.TranscribeResult(detected_language="en", segment_count=segments)
+        if task.stage == P.STAGE_TRANSLATE:
+            extra["translate"] = R.TranslateResult(segment_count=segments)
+        orchestrator.on_event(job, nodes, event(task, R.STAGE_OUTCOME_STARTED), T0, segments=segments_done)
+        queue.extend(orchestrator.on_event(
+            job, nodes, event(task, R.STAGE_OUTCOME_SUCCEEDED, outputs=list(task.outputs), **extra), T0, segments=segments_done
+        ).publish)  # fmt: skip
+    return tts
+
+
+def test_a_video_dub_plans_every_stage_per_language():
+    _, nodes, _ = dub_job(("pt",))
+    assert [(pipeline.stage_name(n.stage), n.language) for n in nodes] == [
+        ("probe", ""), ("extract_audio", ""), ("transcribe", ""), ("render_subtitles", ""),
+        ("translate", "pt"), ("render_subtitles", "pt"), ("tts", "pt"), ("mix", "pt"), ("encode", "pt"), ("mux", "pt"),
+    ]  # fmt: skip
+    audio_nodes = pipeline.plan(P.JOB_KIND_AUDIO_TRANSLATION, ["pt"])
+    assert P.STAGE_MUX not in {n.stage for n in audio_nodes} and P.STAGE_ENCODE in {n.stage for n in audio_nodes}
+
+
+def test_the_tts_stage_sends_one_task_per_segment_and_the_mix_waits_for_all_of_them():
+    job, nodes, effects = dub_job(("pt",))
+    done: dict[int, int] = {}
+    tts = run_until_tts(job, nodes, effects, segments=3, segments_done=done)
+    assert [t.task_id for t in tts] == ["j1/tts/pt/0/1", "j1/tts/pt/1/1", "j1/tts/pt/2/1"]
+    assert [t.segment_index for t in tts] == [0, 1, 2]
+    assert [t.outputs[0].key for t in tts] == [f"jobs/j1/tts/pt/speech_segment.0000{i}.pb" for i in range(3)]
+    assert all(t.tts.voice == "voices/v-pt" and t.inputs[0].role == R.ARTIFACT_ROLE_TRANSLATION for t in tts)
+    index = nodes.index(next(n for n in nodes if n.stage == P.STAGE_TTS))
+    status = job.stages[index]
+    assert (status.total_segments, status.completed_segments) == (3, 0)
+
+    orchestrator.on_event(job, nodes, event(tts[1], R.STAGE_OUTCOME_STARTED), T0, segments=done)
+    first = orchestrator.on_event(job, nodes, event(tts[1], R.STAGE_OUTCOME_SUCCEEDED), T0, segments=done)
+    assert first.publish == [] and status.completed_segments == 1 and status.state == P.STAGE_STATE_RUNNING
+    assert job.progress.message == "Synthesizing speech (pt): 1 of 3 segments"
+    # The same segment again (a redelivery, a replayed event) counts once.
+    again = orchestrator.on_event(job, nodes, event(tts[1], R.STAGE_OUTCOME_SUCCEEDED), T0, segments=done)
+    assert again.ignored == "segment finished" and status.completed_segments == 1
+    orchestrator.on_event(job, nodes, event(tts[0], R.STAGE_OUTCOME_SUCCEEDED), T0, segments=done)
+    last = orchestrator.on_event(job, nodes, event(tts[2], R.STAGE_OUTCOME_SUCCEEDED), T0, segments=done)
+    assert status.state == P.STAGE_STATE_SUCCEEDED and status.completed_segments == 3
+    assert done == {}  # the finished node's mask is dropped
+    (mix,) = last.publish
+    assert mix.stage == P.STAGE_MIX and mix.mix.segment_count == 3
+    speech_inputs = [ref.key for ref in mix.inputs if ref.role == R.ARTIFACT_ROLE_SPEECH_SEGMENT]
+    assert speech_inputs == [t.outputs[0].key for t in tts]
+    assert (mix.mix.max_speed_factor, mix.mix.hard_speed_cap) == (1.3, 1.5)
+    assert mix.mix.fit_policy == P.FIT_POLICY_KEEP_TIMING and mix.mix.ducking_level == P.DUCKING_LEVEL_MEDIUM
+
+
+def test_a_dub_in_two_languages_succeeds_with_its_audio_video_and_report_artifacts():
+    job, nodes, effects = dub_job(("pt", "es"), keep_original_audio=True, soft_subtitles=True)
+    done: dict[int, int] = {}
+    tts = run_until_tts(job, nodes, effects, segments=2, segments_done=done)
+    assert sorted(t.task_id for t in tts) == sorted(f"j1/tts/{lang}/{i}/1" for lang in ("pt", "es") for i in range(2))
+    queue = []
+    for task in tts:
+        queue.extend(orchestrator.on_event(job, nodes, event(task, R.STAGE_OUTCOME_SUCCEEDED), T0, segments=done).publish)
+    published = []
+    while queue:
+        task = queue.pop(0)
+        published.append(task)
+        queue.extend(orchestrator.on_event(job, nodes, event(task, R.STAGE_OUTCOME_SUCCEEDED), T0, segments=done).publish)
+    assert sorted((pipeline.stage_name(t.stage), t.language) for t in published) == [
+        ("encode", "es"), ("encode", "pt"), ("mix", "es"), ("mix", "pt"), ("mux", "es"), ("mux", "pt")
+    ]
+    mux = next(t for t in published if t.stage == P.STAGE_MUX)
+    assert mux.mux.keep_original_audio and mux.mux.soft_subtitles and mux.mux.source_language == "en"
+    assert mux.outputs[0].key.endswith("/mux/" + mux.language + "/dub.mp4")
+    encode = next(t for t in published if t.stage == P.STAGE_ENCODE)
+    assert encode.outputs[0].key.endswith("dub.m4a") and encode.outputs[0].content_type == "audio/mp4"
+    assert job.state == P.STATE_SUCCEEDED and job.progress.message == "Done"
+
+
+def test_a_dub_of_no_speech_skips_the_tts_stage_and_says_so():
+    job, nodes, effects = dub_job(("pt",))
+    assert run_until_tts(job, nodes, effects, segments=0) == []  # mix ran straight after translate
+    tts = job.stages[nodes.index(next(n for n in nodes if n.stage == P.STAGE_TTS))]
+    assert tts.state == P.STAGE_STATE_SUCCEEDED and tts.total_segments == 0
+    assert job.state == P.STATE_SUCCEEDED
+    assert job.progress.message == f"Done: {orchestrator.NO_SPEECH_NOTE}"
+
+
+def test_a_timed_out_tts_stage_is_tried_again_only_for_the_segments_not_done():
+    job, nodes, effects = dub_job(("pt",))
+    done: dict[int, int] = {}
+    tts = run_until_tts(job, nodes, effects, segments=4, segments_done=done)
+    deadlines: dict[int, float] = {}
+    for task in tts:
+        orchestrator.on_event(job, nodes, event(task, R.STAGE_OUTCOME_STARTED), T0, deadlines=deadlines, segments=done)
+    orchestrator.on_event(job, nodes, event(tts[0], R.STAGE_OUTCOME_SUCCEEDED), T0, deadlines=deadlines, segments=done)
+    orchestrator.on_event(job, nodes, event(tts[2], R.STAGE_OUTCOME_SUCCEEDED), T0, deadlines=deadlines, segments=done)
+    later = T0 + timedelta(seconds=pipeline.DEFAULT_TIME_LIMIT_S + orchestrator.TIMEOUT_GRACE_S + 1)
+    retry = orchestrator.expire(job, nodes, deadlines, later, cancel_timeout_s=30, segments=done)
+    assert [t.task_id for t in retry.publish] == ["j1/tts/pt/1/2", "j1/tts/pt/3/2"]
+    # The first attempt's late answer for segment 1 is ignored; the second attempt's counts.
+    assert orchestrator.on_event(job, nodes, event(tts[1], R.STAGE_OUTCOME_SUCCEEDED), later, segments=done).ignored == "old attempt"
+    for task in retry.publish:
+        orchestrator.on_event(job, nodes, event(task, R.STAGE_OUTCOME_SUCCEEDED), later, segments=done)
+    status = job.stages[nodes.index(next(n for n in nodes if n.stage == P.STAGE_TTS))]
+    assert status.state == P.STAGE_STATE_SUCCEEDED and status.completed_segments == 4
+
+
+def test_a_segment_that_cannot_be_spoken_fails_the_job_and_a_cancel_stops_the_others():
+    job, nodes, effects = dub_job(("pt",))
+    done: dict[int, int] = {}
+    tts = run_until_tts(job, nodes, effects, segments=3, segments_done=done)
+    failed = orchestrator.on_event(
+        job, nodes,
+        event(tts[1], R.STAGE_OUTCOME_FAILED_PERMANENT, error=orchestrator.error_status("VOICE_UNAVAILABLE", "no voice", "tts", 9)),
+        T0, segments=done,
+    )  # fmt: skip
+    assert job.state == P.STATE_FAILED and failed.cancel_flag
+    assert "Synthesizing speech (pt)" in job.error.message
+    late = orchestrator.on_event(job, nodes, event(tts[0], R.STAGE_OUTCOME_SUCCEEDED), T0, segments=done)
+    assert late.ignored == "job finished"
+
+
+def test_an_event_for_a_segment_the_stage_does_not_have_is_ignored():
+    job, nodes, effects = dub_job(("pt",))
+    tts = run_until_tts(job, nodes, effects, segments=2)
+    stray = event(tts[0], R.STAGE_OUTCOME_SUCCEEDED)
+    stray.segment_index = 7
+    assert orchestrator.on_event(job, nodes, stray, T0).ignored == "unknown segment"
+    stray.ClearField("segment_index")
+    assert orchestrator.on_event(job, nodes, stray, T0).ignored == "unknown segment"
+
+
+def test_the_job_options_reach_the_dub_stages():
+    job, nodes, effects = dub_job(
+        ("pt",), fit_policy=P.FIT_POLICY_EXTEND_VIDEO, max_speed_factor=1.2, hard_speed_cap=1.8,
+        ducking_level=P.DUCKING_LEVEL_REPLACE, audio_format=P.AUDIO_FORMAT_MP3,
+    )  # fmt: skip
+    job.subtitle_options.burn_in = True
+    done: dict[int, int] = {}
+    tts = run_until_tts(job, nodes, effects, segments=1, segments_done=done)
+    assert tts[0].tts.max_speaking_rate == 1.2
+    queue = list(orchestrator.on_event(job, nodes, event(tts[0], R.STAGE_OUTCOME_SUCCEEDED), T0, segments=done).publish)
+    by_stage = {}
+    while queue:
+        task = queue.pop(0)
+        by_stage[task.stage] = task
+        queue.extend(orchestrator.on_event(job, nodes, event(task, R.STAGE_OUTCOME_SUCCEEDED), T0, segments=done).publish)
+    mix, encode, mux = by_stage[P.STAGE_MIX].mix, by_stage[P.STAGE_ENCODE], by_stage[P.STAGE_MUX].mux
+    assert (mix.fit_policy, mix.max_speed_factor, mix.hard_speed_cap) == (P.FIT_POLICY_EXTEND_VIDEO, 1.2, 1.8)
+    assert mix.ducking_level == P.DUCKING_LEVEL_REPLACE
+    assert encode.encode.audio_format == P.AUDIO_FORMAT_MP3 and encode.outputs[0].key.endswith("dub.mp3")
+    assert mux.fit_policy == P.FIT_POLICY_EXTEND_VIDEO and mux.burn_in
+    probe = effects.publish[0]
+    assert probe.probe.require_video
+
+
+def test_dub_artifacts_are_named_for_download():
+    job, _, _ = dub_job(("pt",))
+    ref = R.ArtifactRef(role=R.ARTIFACT_ROLE_SYNC_REPORT, key="jobs/j1/mix/pt/sync.json", language="pt")
+    assert pipeline.artifact_filename(job, ref) == "talk.pt.sync.json"
+    ref = R.ArtifactRef(role=R.ARTIFACT_ROLE_VIDEO, key="jobs/j1/mux/pt/dub.mp4", language="pt")
+    assert pipeline.artifact_filename(job, ref) == "talk.pt.mp4"
