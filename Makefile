@@ -30,7 +30,7 @@ up: setup ## Start Postgres, Valkey, NATS, Envoy and the seven services; wait un
 down: ## Stop everything `make up` started
 	@if [ -x $(PY) ]; then $(PY) scripts/stack.py down; fi
 
-demo: setup ## Start the stack and turn a sample video into Portuguese subtitles with the `octavia` CLI
+demo: setup ## Start the stack; turn a sample video into Portuguese subtitles, then dub it, with the `octavia` CLI
 	bash scripts/demo.sh
 
 status: ## Show what is running, with ports and health

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: start the stack, make a sample video, sign in a demo account,
 # buy a credit pack through the local fake payments provider, and run
-# `octavia translate` on the video exactly as a user would type it; then
-# show the subtitles it made. Run again, it reuses the stack and the account.
+# `octavia translate` on the video exactly as a user would type it: subtitles,
+# then the video dubbed into Portuguese; show what they made. Run again, it
+# reuses the stack and the account.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,24 @@ for srt in "$DEMO"/out/*.srt; do
   printf '\n\033[36m%s\033[0m\n' "$srt"
   head -n 8 "$srt"
 done
+
+step "octavia translate $DEMO/sample.mp4 --to pt --dub --soft-subtitles --keep-original-audio --out $DEMO/dub"
+rm -rf "$DEMO/dub"
+$OCTAVIA translate "$DEMO/sample.mp4" --to pt --dub --soft-subtitles --keep-original-audio --out "$DEMO/dub"
+
+step "How the Portuguese speech was fitted into the English timing (the sync report)"
+$PY - "$DEMO"/dub/*.sync.json <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+print(f"{'segment':>7}  {'original':>15}  {'dubbed':>15}  {'speed':>5}  text")
+for segment in report.get("segments", []):
+    span = lambda a, b: f"{float(segment.get(a, '0s')[:-1]):6.2f}-{float(segment.get(b, '0s')[:-1]):6.2f}s"
+    print(f"{segment.get('index', 0):>7}  {span('originalStartOffset', 'originalEndOffset'):>15}  "
+          f"{span('dubbedStartOffset', 'dubbedEndOffset'):>15}  {segment.get('speedFactor', 1.0):5.2f}  {segment.get('text', '')[:48]}")
+print(f"fastest {report.get('maxAppliedSpeedFactor', 1.0):.2f}x, drift at most {report.get('maxDrift', '0s')}, "
+      f"{report.get('segmentsOverCap', 0)} segment(s) over the {report.get('maxSpeedFactor')}x cap")
+PY
 echo
-echo "Every file is in $DEMO/out/. The demo account's jobs:"
+echo "The dubbed video: $(ls "$DEMO"/dub/*.mp4) (Portuguese voice by default, English as a second track, Portuguese subtitles)."
+echo "Every file is in $DEMO/out/ and $DEMO/dub/. The demo account's jobs:"
 echo "  OCTAVIA_CONFIG_DIR=$DEMO/config $OCTAVIA jobs"
