@@ -200,6 +200,23 @@ def test_extend_video_holds_the_picture_and_the_background_under_the_overflow(so
         assert [s.type for s in container.streams] == ["video", "audio", "audio", "subtitle"]
 
 
+def test_a_dub_keeps_the_picture_bit_for_bit_unless_subtitles_are_burned_in(source, tmp_path):
+    spoken = translation((1.0, 2.0, "Um."), duration=6.0)
+    report, mixed = dubbing.mix_dub(source, spoken, [speech(0, 0.8)], tmp_path, settings(background=0.25))
+    plain, burned = tmp_path / "plain.mp4", tmp_path / "burned.mp4"
+    dubbing.mux_dub(source, mixed, report, spoken, plain, dubbing.MuxSettings("pt", "en", False, False, False, 25.0))
+    dubbing.mux_dub(source, mixed, report, spoken, burned, dubbing.MuxSettings("pt", "en", False, False, True, 25.0))
+
+    def video_packets(path: Path) -> list[bytes]:
+        with av.open(str(path)) as container:
+            return [bytes(packet) for packet in container.demux(video=0) if packet.size]
+
+    assert video_packets(plain) == video_packets(source)
+    assert video_packets(burned) != video_packets(source)
+    with av.open(str(burned)) as container:
+        assert [s.type for s in container.streams] == ["video", "audio"]  # burned in, no subtitle track
+
+
 def test_subtitles_of_a_dub_follow_the_dubbed_speech():
     spoken = translation((1.0, 2.0, "Um."), (2.5, 3.0, ""), (3.0, 4.0, "Dois."), duration=6.0)
     report = fit.fit([fit.Segment(1.0, 2.0, 2.6), fit.Segment(2.5, 3.0, 0.0), fit.Segment(3.0, 4.0, 0.5)], 6.0).to_message()
