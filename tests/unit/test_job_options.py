@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from octavia.jobs.v1 import jobs_pb2 as P
 
-from services.jobs.api import _dubbing_problems
+from octavia_runtime.errors import ApiError
+from services.jobs.api import JobApi, _dubbing_problems
 
 
 def job(kind=P.JOB_KIND_VIDEO_DUBBING, targets=("pt",), **options) -> P.Job:
@@ -40,3 +41,36 @@ def test_defaults_and_sensible_options_pass():
 def test_options_that_cannot_work_are_named(spec, field, says):
     problems = _dubbing_problems(spec)
     assert field in problems and says in problems[field]
+
+
+class Voices:
+    """Catalogue.voices as the tts service would answer: voices per language."""
+
+    def __init__(self, by_language: dict[str, list[str]]):
+        self.by_language = by_language
+
+    async def voices(self, language: str):
+        from octavia.tts.v1 import tts_pb2
+
+        return [tts_pb2.Voice(name=name, language=language) for name in self.by_language.get(language, [])]
+
+
+def api_with(voices: dict[str, list[str]]) -> JobApi:
+    api = JobApi.__new__(JobApi)
+    api.catalogue = Voices(voices)
+    return api
+
+
+async def test_each_language_gets_the_voice_asked_for_or_its_default():
+    api = api_with({"pt": ["voices/kokoro-pt-br-alpha", "voices/espeak-pt-br"], "fr": ["voices/kokoro-fr-alpha"]})
+    spec = job(targets=("pt", "fr"), voices={"pt": "voices/espeak-pt-br"})
+    assert await api._voices(spec) == {"pt": "voices/espeak-pt-br", "fr": "voices/kokoro-fr-alpha"}
+    assert await api._voices(job(P.JOB_KIND_SUBTITLES)) == {}  # nothing to speak
+
+
+async def test_a_language_no_voice_speaks_is_refused_by_name():
+    api = api_with({"pt": ["voices/kokoro-pt-br-alpha"]})
+    with pytest.raises(ApiError) as refused:
+        await api._voices(job(targets=("pt", "ga")))
+    assert refused.value.reason == "UNSUPPORTED_LANGUAGE"
+    assert "no voice speaks ga" in refused.value.fields["job.target_languages"]
