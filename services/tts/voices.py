@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from octavia.tts.v1 import tts_pb2
 
 from octavia_runtime.languages import primary_language
 
-from .engines import ENGINE_TYPES, Engine
+from .engines import ENGINE_TYPES, CoquiEngine, Engine
 
 _ENGINE_TYPES: dict[int, type[Engine]] = {engine.kind: engine for engine in ENGINE_TYPES}
-# The default voice of a language is the first installed one in this order: natural before robotic.
-_PREFERENCE = (tts_pb2.ENGINE_KOKORO, tts_pb2.ENGINE_PIPER, tts_pb2.ENGINE_ESPEAK)
+# The default voice of a language is the first installed one in this order: natural before robotic,
+# an operator's Coqui model last (see default_voice).
+_PREFERENCE = (tts_pb2.ENGINE_KOKORO, tts_pb2.ENGINE_PIPER, tts_pb2.ENGINE_ESPEAK, tts_pb2.ENGINE_COQUI)
 
 
 class NoVoice(LookupError):
@@ -100,14 +102,27 @@ VOICES: tuple[VoiceSpec, ...] = (
 _BY_NAME = {voice.name: voice for voice in VOICES}
 
 
+def coqui_voices() -> tuple[VoiceSpec, ...]:
+    """The voice of the Coqui model folder this worker's configuration names, if any (see coqui.py).
+
+    Named `coqui-<language>-<folder name>`, its language the one the model's config.json gives.
+    """
+    model = CoquiEngine.configured
+    if model is None:
+        return ()
+    name = re.sub(r"[^a-z0-9-]+", "-", f"coqui-{model.language}-{model.folder.name}".lower()).strip("-")
+    display = f"{model.folder.name} (Coqui, {model.language})"
+    return (VoiceSpec(name, display, model.language, tts_pb2.ENGINE_COQUI, model.language, quality_note="the operator's own model"),)
+
+
 def installed_voices() -> list[VoiceSpec]:
     """The voices whose engine's packages are installed on this worker, in catalogue order."""
-    return [voice for voice in VOICES if voice.engine_type.installed()]
+    return [voice for voice in (*VOICES, *coqui_voices()) if voice.engine_type.installed()]
 
 
 def find_voice(name: str) -> VoiceSpec | None:
     """The installed voice called `name` (without the `voices/` prefix), if there is one."""
-    voice = _BY_NAME.get(name)
+    voice = _BY_NAME.get(name) or next((voice for voice in coqui_voices() if voice.name == name), None)
     return voice if voice is not None and voice.engine_type.installed() else None
 
 
@@ -117,7 +132,11 @@ def default_voice(language: str) -> VoiceSpec:
     Kokoro where it speaks the language, else Piper (English), else eSpeak NG:
     a natural voice of another region (Brazilian Portuguese for pt-PT) is
     easier to listen to than a robotic one of the right region. Among one
-    engine's voices, one of the region asked for comes first.
+    engine's voices, one of the region asked for comes first. An operator's
+    Coqui model is the default only for a language no shipped engine speaks,
+    else jobs name it: its quality is unknown here (it may be one being tried
+    out), and configuring it must not change how every job in a language the
+    worker already speaks sounds; where it is the only voice, it is the one.
     """
     primary = primary_language(language)
     candidates = [voice for voice in installed_voices() if voice.speaks(primary) and voice.engine in _PREFERENCE]
