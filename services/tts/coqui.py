@@ -16,9 +16,6 @@ config that names neither (a character-based model may not) is refused with
 a message saying to set `phoneme_language` to the BCP-47 tag it speaks.
 The model itself loads on first use, like every engine's, with Coqui's
 `Synthesizer` from those two files (no model manager, no network).
-
-This module is imported by engines.py, which lists the engine in ENGINE_TYPES:
-import it through engines.py (importing it first would be a circular import).
 """
 
 from __future__ import annotations
@@ -35,7 +32,7 @@ from octavia.tts.v1 import tts_pb2
 
 from octavia_runtime.config import Config
 
-from .engines import Engine, EngineUnavailable
+from .engine import Engine, EngineUnavailable
 
 if TYPE_CHECKING:
     from .voices import VoiceSpec
