@@ -114,8 +114,6 @@ def key(job_id: str, stage: int, language: str, role: str, ext: str) -> str:
     return f"jobs/{job_id}/{stage_name(stage)}/{language or '_'}/{role}.{ext}"
 
 
-def speech_key(job_id: str, language: str, segment: int) -> str:
-    return key(job_id, P.STAGE_TTS, language, f"speech_segment.{segment:05d}", "pb")
 
 
 def _ref(role: int, key_: str, content_type: str, language: str = "") -> stages_pb2.ArtifactRef:
@@ -234,15 +232,7 @@ def build_task(
         if segment is None:
             raise ValueError("a tts task is for one segment")
         task.inputs.append(_translation(job_id, node.language))
-        task.outputs.append(
-            R.ArtifactRef(
-                role=R.ARTIFACT_ROLE_SPEECH_SEGMENT,
-                key=speech_key(job_id, node.language, segment),
-                content_type="application/x-protobuf",
-                language=node.language,
-                segment_index=segment,
-            )
-        )
+        task.outputs.append(_speech(job_id, node.language, segment))
         task.tts.voice = dubbing.voices[node.language]
         task.tts.language = node.language
         task.tts.max_speaking_rate = speed_caps(job)[0]
@@ -250,16 +240,7 @@ def build_task(
         count = job.stages[_node_of(nodes, P.STAGE_TTS, node.language)].total_segments
         task.inputs.append(source_media)
         task.inputs.append(_translation(job_id, node.language))
-        task.inputs.extend(
-            R.ArtifactRef(
-                role=R.ARTIFACT_ROLE_SPEECH_SEGMENT,
-                key=speech_key(job_id, node.language, i),
-                content_type="application/x-protobuf",
-                language=node.language,
-                segment_index=i,
-            )
-            for i in range(count)
-        )
+        task.inputs.extend(_speech(job_id, node.language, i) for i in range(count))
         task.outputs.append(_mixed(job_id, node.language))
         task.outputs.append(_sync_report(job_id, node.language))
         task.mix.fit_policy = dubbing.fit_policy or P.FIT_POLICY_KEEP_TIMING
@@ -283,6 +264,18 @@ def build_task(
     else:
         raise ValueError(f"no task for stage {stage}")
     return task
+
+
+def _speech(job_id: str, language: str, segment: int) -> stages_pb2.ArtifactRef:
+    """One segment's SynthesizedSpeech, `jobs/<job>/tts/pt/speech_segment.00042.pb`."""
+    ref = _ref(
+        R.ARTIFACT_ROLE_SPEECH_SEGMENT,
+        key(job_id, P.STAGE_TTS, language, f"speech_segment.{segment:05d}", "pb"),
+        "application/x-protobuf",
+        language,
+    )
+    ref.segment_index = segment
+    return ref
 
 
 def _mixed(job_id: str, language: str) -> stages_pb2.ArtifactRef:
