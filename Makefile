@@ -54,6 +54,7 @@ bench: setup ## Run the benchmarks and print their figures (docs/performance.md)
 	$(PY) -m bench.api
 	$(PY) -m bench.transcribe
 	$(PY) -m bench.billing
+	$(PY) -m bench.dub
 
 clean: down ## Remove generated code, the environment and local data
 	rm -rf build var $(VENV)
