@@ -24,8 +24,11 @@ scripts/sample_media.py) is dubbed into `--language`:
     extra tts worker processes are started beside the stack's for this run
     (as a deployment would scale the tts workers) and stopped after.
 
-Printed side by side: wall times, the ratio mesh / sequential (target <= 0.9)
-and each stage's seconds and real-time factor (stage time / media duration).
+`--rounds` rounds alternate (a) and (b), so a busy moment hits both sides;
+each prints the cores other processes used meanwhile (the machine's busy
+time less this process's and the stack's). Printed side by side, medians:
+wall times, the ratio mesh / sequential (target <= 0.9) and each stage's
+seconds and real-time factor (stage time / media duration).
 
 Needs the stack (`make up`; started here if it is not running).
 """
