@@ -143,6 +143,9 @@ class Config:
     whisper_model: str
     marian_dir: str  # empty: none; else a folder of Marian model folders named <source>-<target>
     coqui_model_dir: str  # empty: none; else a Coqui TTS model folder (config.json and the checkpoint)
+    # Threads one synthesis may use (onnxruntime's intra-op threads; 0: one per core). Several
+    # single-threaded tts workers speak more per second than one using every core.
+    tts_threads: int
     # Mail (auth): verification emails through SMTP; links in them point at the web app.
     smtp_host: str
     smtp_port: int
@@ -286,6 +289,7 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         whisper_model=env.str("OCTAVIA_WHISPER_MODEL", "base"),
         marian_dir=env.str("OCTAVIA_MARIAN_DIR", ""),
         coqui_model_dir=env.str("OCTAVIA_COQUI_MODEL_DIR", ""),
+        tts_threads=env.int("OCTAVIA_TTS_THREADS", 0, 0, 256),
         smtp_host=env.str("OCTAVIA_SMTP_HOST", "127.0.0.1"),
         smtp_port=env.port("OCTAVIA_SMTP_PORT", DEFAULT_SMTP_PORT),
         smtp_username=env.str("OCTAVIA_SMTP_USERNAME", ""),
@@ -398,6 +402,7 @@ def to_environ(config: Config) -> dict[str, str]:
         "OCTAVIA_WHISPER_MODEL": config.whisper_model,
         "OCTAVIA_MARIAN_DIR": config.marian_dir,
         "OCTAVIA_COQUI_MODEL_DIR": config.coqui_model_dir,
+        "OCTAVIA_TTS_THREADS": str(config.tts_threads),
         "OCTAVIA_SMTP_HOST": config.smtp_host,
         "OCTAVIA_SMTP_PORT": str(config.smtp_port),
         "OCTAVIA_SMTP_USERNAME": config.smtp_username,

@@ -91,14 +91,14 @@ class CoquiEngine(Engine):
     configured: ClassVar[CoquiModel | None] = None
     problem: ClassVar[EngineUnavailable | None] = None  # why the configured folder is unusable
 
-    def __init__(self, models_dir: Path):
-        super().__init__(models_dir)
+    def __init__(self, models_dir: Path, threads: int = 0):
+        super().__init__(models_dir, threads)
         self.failure = self.problem
 
     @classmethod
     def for_config(cls, config: Config) -> Engine:
         cls.configure(config.coqui_model_dir)
-        return cls(config.models_dir)
+        return cls(config.models_dir, config.tts_threads)
 
     @classmethod
     def configure(cls, folder: str) -> None:
@@ -129,6 +129,10 @@ class CoquiEngine(Engine):
         model = self.configured
         if model is None:
             raise ValueError("no Coqui model folder is configured (OCTAVIA_COQUI_MODEL_DIR)")
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
         synthesizer = Synthesizer(tts_checkpoint=model.checkpoint, tts_config_path=model.config_path)
         if synthesizer.output_sample_rate != model.sample_rate:
             raise ValueError(f"it speaks at {synthesizer.output_sample_rate} Hz, not the {model.sample_rate} of its config")

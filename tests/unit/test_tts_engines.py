@@ -116,6 +116,14 @@ def test_models_load_once_per_process_and_kokoro_is_joined_under_the_models_fold
     assert (models_dir / "kokoro" / "kokoro-v1.0.int8.onnx").stat().st_size > 90_000_000
 
 
+def test_a_worker_may_keep_each_synthesis_to_one_thread(models_dir):
+    engines = Engines(load({"OCTAVIA_MODELS_DIR": str(models_dir), "OCTAVIA_TTS_THREADS": "1"}))
+    voice = find_voice("kokoro-pt-br-alpha")
+    assert engines.synthesize("Olá.", voice).duration_s > 0.2
+    options = engines.for_voice(voice)._model.sess.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+
+
 def test_a_model_that_does_not_load_is_reported_once_and_not_retried(tmp_path, monkeypatch):
     engines = Engines(load({"OCTAVIA_MODELS_DIR": str(tmp_path)}))
     attempts = []
