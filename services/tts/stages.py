@@ -3,10 +3,12 @@
 Each task is one segment (the orchestrator fans the stage out), so several tts
 workers speak one job side by side. The worker reads the language's
 translation (kept briefly: the next task is usually the next segment of the
-same one), speaks the segment at the voice's normal rate and, when the speech
-is longer than the time the segment may fill (its start to the next segment's
-start), speaks it again faster, within the job's cap (octavia_runtime.fit,
-step 2). The mix stage stretches what is still too long.
+same one) and speaks the segment at a rate chosen so that it fits the time the
+segment may fill (its start to the next segment's start), within the job's cap
+(octavia_runtime.fit, step 2). The rate is chosen before speaking, from the
+voice's pace (seconds per character) measured on the segments this worker
+spoke before; when the speech still needs a noticeably faster rate it is
+spoken again. The mix stage stretches the rest.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ TRANSLATIONS_KEPT = 8
 # trimmed, so a segment's time goes to speech; a little is kept so a word's onset stays whole.
 _SILENCE = 10 ** (-50 / 20)
 _EDGE_S = 0.02
+# The pace guess is taken a little short (3 %, within RESPEAK_ABOVE), so that a segment is
+# not sped up more than it needs: a rate a little too low is finished by the mix's stretch.
+PACE_MARGIN = 0.97
+# Speech needing a rate at most this much above the one it was spoken at is left to the
+# stretch (a few percent sound the same either way; speaking again costs a synthesis).
+RESPEAK_ABOVE = 1.05
+PACE_WEIGHT = 0.3  # of each new measure in a voice's pace
 
 
 class TtsStage:
@@ -40,6 +49,7 @@ class TtsStage:
         self.engines = engines
         self.blobs = blobs
         self._translations: OrderedDict[str, transcribe_pb2.Transcript] = OrderedDict()
+        self._pace: dict[str, float] = {}  # voice name: seconds per character at the normal rate
 
     async def __call__(self, ctx: StageContext) -> StageOutput:
         params = ctx.task.tts
@@ -90,11 +100,21 @@ class TtsStage:
     def _speak(self, text: str, voice: VoiceSpec, slot: float, cap: float) -> tuple[Speech, float]:
         """The segment's speech and the rate it was spoken at: faster only when it must be, and can."""
         engine = self.engines.for_voice(voice)
-        speech = _trimmed(engine.synthesize(text, voice))
         limits = fit.FitLimits(max_factor=max(1.0, cap), hard_cap=max(cap, fit.FitLimits.hard_cap))
-        rate = fit.engine_speed_for(speech.duration_s, slot, max_engine_speed=engine.max_speed, limits=limits)
-        if rate > 1.0:
-            speech = _trimmed(engine.synthesize(text, voice, rate))
+
+        def rate_for(normal_s: float) -> float:
+            return fit.engine_speed_for(normal_s, slot, max_engine_speed=engine.max_speed, limits=limits)
+
+        pace = self._pace.get(voice.name)
+        rate = rate_for(pace * len(text) * PACE_MARGIN) if pace else 1.0
+        speech = _trimmed(engine.synthesize(text, voice, rate))
+        normal_s = speech.duration_s * rate  # about what it lasts at the normal rate
+        previous = self._pace.get(voice.name)
+        measured = normal_s / len(text)
+        self._pace[voice.name] = measured if previous is None else previous + PACE_WEIGHT * (measured - previous)
+        wanted = rate_for(normal_s)
+        if wanted > rate * RESPEAK_ABOVE:
+            speech, rate = _trimmed(engine.synthesize(text, voice, wanted)), wanted
         return speech, rate
 
     async def _translation(self, ref: stages_pb2.ArtifactRef) -> transcribe_pb2.Transcript:

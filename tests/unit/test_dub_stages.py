@@ -28,6 +28,7 @@ from services.media import dubbing, mixing
 from services.media.ffmpeg import run
 from services.tts.engines import Engines
 from services.tts.stages import TtsStage
+from services.tts.voices import find_voice
 
 RATE = 22050
 
@@ -105,6 +106,32 @@ async def test_the_tts_stage_speaks_one_segment_faster_only_when_it_must(engines
     silent, _ = await speak(stage, blobs, 2)  # an empty translation says nothing
     assert silent.wav == b"" and silent.duration.ToTimedelta().total_seconds() == 0
     assert blobs.fetched == ["jobs/j/translate/pt/translation.pb"]  # read once for every segment
+
+
+async def test_once_it_knows_the_voices_pace_the_tts_stage_speaks_a_tight_segment_once(engines, monkeypatch):
+    line = "Os marinheiros partiram daqui para explorar o mundo."
+    spoken = translation(*((2.5 * i, 2.5 * i + 2.0, line) for i in range(4)), duration=10.0)
+    blobs = MemoryBlobs({"jobs/j/translate/pt/translation.pb": spoken.SerializeToString()})
+    stage = TtsStage(engines, blobs)
+    espeak = engines.for_voice(find_voice("espeak-pt-br"))
+    calls: list[float] = []
+    synthesize = espeak.synthesize
+
+    def counted(text, voice, speed=1.0):
+        calls.append(speed)
+        return synthesize(text, voice, speed)
+
+    monkeypatch.setattr(espeak, "synthesize", counted)
+    normal = synthesize(line, find_voice("espeak-pt-br")).duration_s
+    assert normal > 2.5 * 1.06  # too long for its 2.5 s slot at the normal rate: it must be sped up
+
+    first, _ = await speak(stage, blobs, 0)
+    assert calls == [1.0, first.speaking_rate]  # no pace known yet: spoken, then spoken faster
+    calls.clear()
+    for index in (1, 2, 3):
+        later, _ = await speak(stage, blobs, index)
+        assert later.speaking_rate > 1.0
+    assert len(calls) == 3  # each spoken once, at a rate chosen beforehand
 
 
 async def test_the_tts_stage_refuses_a_segment_the_translation_does_not_have(engines):
