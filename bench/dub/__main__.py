@@ -1,6 +1,7 @@
 """bench/dub: a VIDEO_DUBBING job through the mesh against the same steps run one after another in one process.
 
-    python -m bench.dub [--seconds 60] [--language pt] [--rounds 3] [--tts-workers 1] [--skip-sequential] [--skip-mesh]
+    python -m bench.dub [--seconds 60] [--language pt] [--rounds 3] [--tts-workers 2] [--tts-threads 1]
+                        [--skip-sequential] [--skip-mesh]
 
 The same clip of English speech with a picture (Piper, `--seconds` long,
 scripts/sample_media.py) is dubbed into `--language`:
@@ -10,7 +11,7 @@ scripts/sample_media.py) is dubbed into `--language`:
     (faster-whisper, the configured model), render_subtitles of the source,
     translate (the engine the translate worker would pick), render_subtitles
     of the translation, tts of every segment with the language's default voice
-    (TtsStage._speak: spoken, and spoken again faster when too long), mix
+    (TtsStage._speak: at the rate its pace says, again faster when needed), mix
     (timing fit, ducked mix, loudnorm), encode (m4a) and mux (mp4). The
     models are loaded and used once before the clock starts, as the
     long-running workers keep theirs loaded. Each step is timed; the
@@ -20,9 +21,12 @@ scripts/sample_media.py) is dubbed into `--language`:
     the SUCCEEDED event of WatchJob. The mesh is warmed first with a short
     dubbing job, so every worker has its models loaded. Each stage's time
     comes from the job's stages[] (first start to end; for tts, the first
-    segment's start to the last one's end). With `--tts-workers N`, N - 1
-    extra tts worker processes are started beside the stack's for this run
-    (as a deployment would scale the tts workers) and stopped after.
+    segment's start to the last one's end). The tts workers are what a
+    deployment on this machine would run: `--tts-workers` processes (2) each
+    keeping a synthesis to `--tts-threads` threads (1; OCTAVIA_TTS_THREADS),
+    the stack's own worker restarted with that setting and the others started
+    beside it; the stack's worker is restored when the bench ends.
+    `--tts-workers 1 --tts-threads 0` uses the stack's as it is.
 
 `--rounds` rounds alternate (a) and (b), so a busy moment hits both sides;
 each prints the cores other processes used meanwhile (the machine's busy
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import resource
 import statistics
@@ -155,7 +160,7 @@ class Sequential:
         spoken = [s for s in speeches if s.text]
         run.notes.append(
             f"{len(translation.segments)} segments ({translation.translation_engine}), voice {self.voice.name}, "
-            f"{sum(s.speaking_rate > 1 for s in spoken)} spoken again faster"
+            f"{sum(s.speaking_rate > 1 for s in spoken)} spoken faster than normal to fit"
         )
         return run
 
@@ -235,27 +240,39 @@ def vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
-def worker_peaks(config: Config, pids: dict[str, list[int]]) -> str:
+def worker_peaks(config: Config, extra: dict[str, list[int]]) -> str:
+    """Peak RSS of each worker: the stack's, and the ones started beside it."""
     peaks = []
     for service in ("transcribe", "translate", "tts", "media"):
         main = int((config.var_dir / "run" / f"{service}.pid").read_text().split()[0])
-        for pid in [main, *pids.get(service, [])]:
-            peaks.append(f"{service} {vm_hwm_mb(pid):.0f}")
+        peaks.extend(f"{service} {vm_hwm_mb(pid):.0f}" for pid in [main, *extra.get(service, [])])
     return ", ".join(peaks) + " MB"
 
 
 @contextlib.contextmanager
-def extra_tts_workers(config: Config, count: int, log_dir: Path):
-    """`count` more tts worker processes beside the stack's (each on its own ports)."""
+def tts_workers(config: Config, count: int, threads: int, log_dir: Path):
+    """`count` tts worker processes of `threads` threads each: the stack's own, restarted with
+    that setting, and `count - 1` more on their own ports; the stack's is restored after.
+    Yields the extra ones' pids."""
     from tests.integration.replicas import replica
 
-    with contextlib.ExitStack() as stack:
-        pids = []
-        for i in range(count):
-            folder = log_dir / f"tts-{i + 2}"
-            folder.mkdir(parents=True, exist_ok=True)
-            pids.append(stack.enter_context(replica(config, "tts", folder)).process.pid)
-        yield pids
+    if count == 1 and threads == config.tts_threads:
+        yield []
+        return
+    local_stack.crash("tts", config)
+    local_stack.up(dataclasses.replace(config, tts_threads=threads))
+    try:
+        with contextlib.ExitStack() as stack:
+            pids = []
+            for i in range(count - 1):
+                folder = log_dir / f"tts-{i + 2}"
+                folder.mkdir(parents=True, exist_ok=True)
+                worker = replica(config, "tts", folder, OCTAVIA_TTS_THREADS=str(threads))
+                pids.append(stack.enter_context(worker).process.pid)
+            yield pids
+    finally:
+        local_stack.crash("tts", config)
+        local_stack.up(config)
 
 
 # --- the table ----------------------------------------------------------------------------------
@@ -341,7 +358,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--language", default="pt")
-    parser.add_argument("--tts-workers", type=int, default=1, help="tts worker processes in the mesh run (1: the stack's own)")
+    parser.add_argument("--tts-workers", type=int, default=2, help="tts worker processes in the mesh run")
+    parser.add_argument("--tts-threads", type=int, default=1, help="threads of each one's synthesis (0: one per core)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each; medians are printed")
     parser.add_argument("--skip-sequential", action="store_true")
     parser.add_argument("--skip-mesh", action="store_true")
@@ -364,13 +382,13 @@ def main() -> None:
         if not args.skip_mesh:
             local_stack.up(config)
             api = stack.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{config.envoy_port}", timeout=60))
-            extra = stack.enter_context(extra_tts_workers(config, args.tts_workers - 1, folder / "replicas"))
+            extra = stack.enter_context(tts_workers(config, args.tts_workers, args.tts_threads, folder / "replicas"))
             headers = sign_in(api, config, credits=100_000)
             asset, short_asset = uploaded_asset(api, headers, clip), uploaded_asset(api, headers, short)
             dub_job(api, headers, short_asset, args.language)  # warm: each worker loads its models on first use
             print(
-                f"  (b) mesh: warmed with one short dubbing job first; {args.tts_workers} tts worker process(es)"
-                + (f", {len(extra)} of them started by this bench beside the stack's" if extra else "")
+                "  (b) mesh: warmed with one short dubbing job first; "
+                + f"{args.tts_workers} tts worker(s) of {args.tts_threads or 'one per core'} thread(s) each (the stack's and {len(extra)} more)"
             )
         for round_ in range(1, args.rounds + 1):  # interleaved, so a busy moment hits both sides
             if bench is not None:
