@@ -13,11 +13,10 @@ import tempfile
 from pathlib import Path
 from uuid import UUID
 
+from google.protobuf import json_format
 from octavia.jobs.v1 import jobs_pb2, stages_pb2
 from octavia.media.v1 import media_pb2
 from octavia.transcribe.v1 import transcribe_pb2
-
-from google.protobuf import json_format
 
 from octavia_runtime.stages import Handler, StageContext, StageOutput, duration, permanent
 
