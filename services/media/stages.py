@@ -52,16 +52,19 @@ class MediaStages:
             raise permanent("INPUT_DELETED", f"the input {asset} was deleted")
         return row
 
+    async def _media_info(self, row: AssetRow) -> media_pb2.MediaInfo:
+        """What the input holds, as probed at upload (it was decoded then), else probed now."""
+        if row.media_info:
+            return media_pb2.MediaInfo.FromString(row.media_info)
+        async with self.storage.local_copy(row.storage_key) as path:
+            try:
+                return await asyncio.to_thread(probe, path)
+            except MediaRejected as exc:
+                raise permanent(exc.reason, exc.message) from None
+
     async def probe(self, ctx: StageContext) -> StageOutput:
-        """The input as probed at upload (it was decoded then); checked again against what the job needs."""
-        row = await self._source(ctx)
-        info = media_pb2.MediaInfo.FromString(row.media_info) if row.media_info else None
-        if info is None:
-            async with self.storage.local_copy(row.storage_key) as path:
-                try:
-                    info = await asyncio.to_thread(probe, path)
-                except MediaRejected as exc:
-                    raise permanent(exc.reason, exc.message) from None
+        """The input's media info, checked again against what the job needs."""
+        info = await self._media_info(await self._source(ctx))
         if ctx.task.probe.require_video and not any(
             s.type == media_pb2.STREAM_TYPE_VIDEO and not s.attached_picture for s in info.streams
         ):
@@ -130,7 +133,7 @@ class MediaStages:
     async def mix(self, ctx: StageContext) -> StageOutput:
         """Fit the language's speech into the original timing and mix it over the original audio."""
         row = await self._source(ctx)
-        info = media_pb2.MediaInfo.FromString(row.media_info)
+        info = await self._media_info(row)
         settings = dubbing.DubSettings.of(ctx.task, info.duration.ToTimedelta().total_seconds())
         refs = sorted((r for r in ctx.task.inputs if r.role == R.ARTIFACT_ROLE_SPEECH_SEGMENT), key=lambda r: r.segment_index)
         with tempfile.TemporaryDirectory(prefix="octavia-mix-") as tmp:
@@ -176,7 +179,7 @@ class MediaStages:
         """The dubbed video: the picture copied (held where the report says), the dub as its sound."""
         row = await self._source(ctx)
         params = ctx.task.mux
-        info = media_pb2.MediaInfo.FromString(row.media_info)
+        info = await self._media_info(row)
         frame_rate = next((s.frame_rate for s in info.streams if s.type == media_pb2.STREAM_TYPE_VIDEO and s.frame_rate > 0), 25.0)
         settings = dubbing.MuxSettings(
             ctx.task.language, params.source_language, params.keep_original_audio, params.soft_subtitles, params.burn_in, frame_rate
