@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from uuid import UUID
 
 import structlog
@@ -122,12 +123,7 @@ class Runner:
         async def publish(subject: str, payload: bytes, msg_id: str) -> None:
             await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
 
-        while True:
-            try:
-                await asyncio.wait_for(self._outbox.wait(), RELAY_POLL_S)
-            except TimeoutError:
-                pass
-            self._outbox.clear()
+        async for _ in _wakes(self._outbox, RELAY_POLL_S):
             try:
                 while await self.store.relay(publish) > 0:
                     pass
@@ -239,12 +235,7 @@ class Runner:
                 log.exception("sweep.failed")
 
     async def settle(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._settlements.wait(), SETTLE_POLL_S)
-            except TimeoutError:
-                pass
-            self._settlements.clear()
+        async for _ in _wakes(self._settlements, SETTLE_POLL_S):
             try:
                 while await self.store.settle(self.credits.deliver) > 0:
                     pass
@@ -272,6 +263,18 @@ class Runner:
                 await self.js.delete_msg(bus.TASKS_STREAM, advisory["stream_seq"])
             except Exception:  # noqa: BLE001 - the deadline sweep still catches the job
                 log.exception("tasks.exhausted_unhandled")
+
+
+async def _wakes(event: asyncio.Event, poll_s: float) -> AsyncIterator[None]:
+    """Forever: once `event` is set (new work was committed), or `poll_s` passed without it
+    (work committed by another replica, or left from a failed round)."""
+    while True:
+        try:
+            await asyncio.wait_for(event.wait(), poll_s)
+        except TimeoutError:
+            pass
+        event.clear()
+        yield
 
 
 def _named(locked: Locked) -> jobs_pb2.Job:
