@@ -22,6 +22,7 @@ from google.protobuf import duration_pb2
 from octavia.jobs.v1 import jobs_pb2, stages_pb2
 from octavia.media.v1 import media_pb2
 
+from octavia_runtime import fit
 from octavia_runtime.stages import stage_name
 
 P = jobs_pb2
@@ -47,8 +48,8 @@ _WEIGHTS = {
 DUBBING_KINDS = (P.JOB_KIND_AUDIO_TRANSLATION, P.JOB_KIND_VIDEO_DUBBING)
 FAN_OUT_STAGES = (P.STAGE_TTS,)
 # Speed caps of the timing fit (DubbingOptions: 0 means these).
-DEFAULT_MAX_SPEED_FACTOR = 1.3
-DEFAULT_HARD_SPEED_CAP = 1.5
+DEFAULT_MAX_SPEED_FACTOR = fit.FitLimits.max_factor
+DEFAULT_HARD_SPEED_CAP = fit.FitLimits.hard_cap
 
 
 @dataclass(frozen=True)

@@ -45,14 +45,13 @@ class DubSettings:
 
     @classmethod
     def of(cls, task: stages_pb2.StageTask, media_duration: float) -> DubSettings:
-        params = task.mix
-        cap = params.max_speed_factor or fit.FitLimits.max_factor
+        params = task.mix  # the orchestrator fills in the caps' defaults (pipeline.speed_caps)
         return cls(
             job=task.job,
             language=task.language,
             media_duration=media_duration,
             policy=params.fit_policy,
-            limits=fit.FitLimits(cap, max(cap, params.hard_speed_cap or fit.FitLimits.hard_cap)),
+            limits=fit.FitLimits(params.max_speed_factor, params.hard_speed_cap),
             background_level=BACKGROUND_LEVELS.get(params.ducking_level, BACKGROUND_LEVELS[P.DUCKING_LEVEL_MEDIUM]),
         )
 

@@ -132,15 +132,14 @@ class TtsStage:
 
 
 def _slot(translation: transcribe_pb2.Transcript, index: int) -> float:
-    """Seconds segment `index` may fill at its place: up to the next segment's start; the last one
-    up to the end of the audio (or its own end, when the transcript runs a few ms past it)."""
-    segments, seconds = translation.segments, lambda d: d.ToTimedelta().total_seconds()
-    segment = segments[index]
-    if index + 1 < len(segments):
-        end = seconds(segments[index + 1].start_offset)
-    else:
-        end = max(seconds(translation.duration), seconds(segment.end_offset))
-    return max(0.0, end - seconds(segment.start_offset))
+    """Seconds segment `index` may fill at its place (octavia_runtime.fit.slots): up to the next
+    segment's start, the last one up to the end of the audio."""
+    window = [(_seconds(s.start_offset), _seconds(s.end_offset)) for s in translation.segments[index : index + 2]]
+    return fit.slots(window, _seconds(translation.duration))[0]
+
+
+def _seconds(duration) -> float:
+    return duration.ToTimedelta().total_seconds()
 
 
 def _trimmed(speech: Speech) -> Speech:
