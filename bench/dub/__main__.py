@@ -154,7 +154,7 @@ class Sequential:
             mixing.encode_audio(mixed, folder / "dub.m4a", "m4a", language=language)
         mux = pipeline.build_task(job, nodes, pipeline.node_index(nodes, P.STAGE_MUX, language), 1, frame_rate).mux
         with step("mux"):
-            settings = dubbing.MuxSettings(language, mux.source_language, mux.keep_original_audio, mux.soft_subtitles, mux.burn_in, frame_rate)
+            settings = dubbing.MuxSettings(language, mux.source_language, mux.keep_original_audio, mux.soft_subtitles, mux.burn_in, mux.frame_rate)
             dubbing.mux_dub(clip, mixed, report, translation, folder / "dub.mp4", settings)
         run.wall = time.perf_counter() - started
         spoken = [s for s in speeches if s.text]

@@ -262,6 +262,7 @@ def build_task(
         task.mux.soft_subtitles = dubbing.soft_subtitles
         task.mux.burn_in = job.subtitle_options.burn_in
         task.mux.source_language = source
+        task.mux.frame_rate = frame_rate or 25.0
     else:
         raise ValueError(f"no task for stage {stage}")
     return task

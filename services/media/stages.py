@@ -179,10 +179,13 @@ class MediaStages:
         """The dubbed video: the picture copied (held where the report says), the dub as its sound."""
         row = await self._source(ctx)
         params = ctx.task.mux
-        info = await self._media_info(row)
-        frame_rate = next((s.frame_rate for s in info.streams if s.type == media_pb2.STREAM_TYPE_VIDEO and s.frame_rate > 0), 25.0)
         settings = dubbing.MuxSettings(
-            ctx.task.language, params.source_language, params.keep_original_audio, params.soft_subtitles, params.burn_in, frame_rate
+            ctx.task.language,
+            params.source_language,
+            params.keep_original_audio,
+            params.soft_subtitles,
+            params.burn_in,
+            params.frame_rate or 25.0,
         )
         with tempfile.TemporaryDirectory(prefix="octavia-mux-") as tmp:
             folder = Path(tmp)

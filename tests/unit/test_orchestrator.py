@@ -424,7 +424,7 @@ def test_the_job_options_reach_the_dub_stages():
     assert (mix.fit_policy, mix.max_speed_factor, mix.hard_speed_cap) == (P.FIT_POLICY_EXTEND_VIDEO, 1.2, 1.8)
     assert mix.ducking_level == P.DUCKING_LEVEL_REPLACE
     assert encode.encode.audio_format == P.AUDIO_FORMAT_MP3 and encode.outputs[0].key.endswith("dub.mp3")
-    assert mux.fit_policy == P.FIT_POLICY_EXTEND_VIDEO and mux.burn_in
+    assert mux.fit_policy == P.FIT_POLICY_EXTEND_VIDEO and mux.burn_in and mux.frame_rate == 25.0
     probe = effects.publish[0]
     assert probe.probe.require_video
 
