@@ -151,6 +151,8 @@ class MediaStages:
                     report, mixed = await asyncio.to_thread(dubbing.mix_dub, source, translation, speeches, folder, settings)
                 except ffmpeg.FfmpegError as exc:
                     raise permanent("MEDIA_UNREADABLE", f"the dub could not be mixed: {exc}") from None
+                except ValueError as exc:  # the fit or the voice track refused the timing: retrying cannot help
+                    raise permanent("BAD_TIMING", f"the dub could not be fitted: {exc}") from None
             report_path = folder / "sync.json"
             report_path.write_text(json_format.MessageToJson(report, indent=2, ensure_ascii=False), encoding="utf-8")
             mixed_ref = await self._put(ctx.output(R.ARTIFACT_ROLE_MIXED_AUDIO), mixed)
