@@ -593,3 +593,21 @@ def test_names_are_given_with_or_without_their_collection():
     assert resource_name("/checkouts/c1/", "checkouts") == "checkouts/c1"
     with pytest.raises(UsageError, match="checkouts/<id> or <id>"):
         resource_name("jobs/c1", "checkouts")
+
+
+def test_voices_lists_what_a_dub_can_use_with_the_default_marked(octavia, signed_in):
+    fake = FakeApi({("GET", "/v1/voices"): {"voices": [
+        {"name": "voices/kokoro-pt-br-alpha", "language": "pt-BR", "engine": "ENGINE_KOKORO", "supportsSpeakingRate": True,
+         "isDefault": True, "qualityNote": "natural"},
+        {"name": "voices/espeak-pt-pt", "language": "pt-PT", "engine": "ENGINE_ESPEAK", "qualityNote": "robotic"},
+    ]}})  # fmt: skip
+
+    status, out, _ = octavia(fake, "voices", "--language", "pt")
+
+    assert status == 0
+    (request,) = fake.sent("GET", "/v1/voices")
+    assert dict(request.url.params) == {"pageSize": "1000", "language": "pt"}
+    lines = out.splitlines()
+    assert lines[0].split() == ["VOICE", "LANGUAGE", "ENGINE", "RATE", "CONTROL", "DEFAULT", "NOTE"]
+    assert lines[1].split() == ["kokoro-pt-br-alpha", "pt-BR", "kokoro", "yes", "yes", "natural"]
+    assert lines[2].split() == ["espeak-pt-pt", "pt-PT", "espeak", "no", "robotic"]
