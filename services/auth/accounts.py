@@ -6,6 +6,11 @@
   entry in `Sessions` (Valkey, remembered in process) while it is active.
   Every authenticated call on every service checks that entry through this
   service, so ending it (log out) refuses the session's access token at once.
+- Sessions ended together (log out everywhere, a password change) end in
+  Valkey inside the Postgres transaction that revokes them (and sets the new
+  password): if Valkey fails nothing changes, and if only the commit fails the
+  sessions are merely logged out. Ending them after the commit could leave
+  them working, with nothing left to end on a retry.
 - Access tokens are HS256 JWTs that name the user and the session; only this
   service holds their secret. A token's signature is checked once per process
   and remembered; its expiry and its session are checked on every call.
@@ -40,7 +45,7 @@ from octavia_runtime.config import Config, RateLimit
 from octavia_runtime.errors import ApiError, invalid_argument, unauthenticated
 from octavia_runtime.ratelimit import Limiter
 
-from .apikeys import ApiKeys
+from .apikeys import ApiKeys, require_session
 from .mailer import Mailer
 from .sessions import SessionInfo, Sessions
 from .store import AuthStore, EmailTaken, UserRow
@@ -244,9 +249,9 @@ class Accounts:
         await self.sessions.end([principal.session])  # first: the token is refused from here on
         await self.store.revoke_session(uuid.UUID(principal.session), "logged out")
 
-    async def log_out_everywhere(self, user_id: str, reason: str = "logged out everywhere", keep: str = "") -> int:
-        ended = await self.store.revoke_sessions_of(uuid.UUID(user_id), reason, uuid.UUID(keep) if keep else None)
-        await self.sessions.end([str(session) for session in ended])
+    async def log_out_everywhere(self, user_id: str) -> int:
+        async with self.store.revoking_sessions_of(uuid.UUID(user_id), "logged out everywhere") as ended:
+            await self.sessions.end([str(session) for session in ended])
         return len(ended)
 
     async def me(self, principal: Principal) -> SessionInfo:
@@ -259,12 +264,15 @@ class Accounts:
         return info
 
     async def change_password(self, principal: Principal, current: str, new: str) -> None:
+        """Set a new password and log out the user's other sessions, together or not at all; this one goes on."""
+        require_session(principal, "the password is changed")  # a leaked key must not lock its owner out
         user = await self.store.user_by_id(uuid.UUID(principal.user_id))
         if user is None or not await asyncio.to_thread(_verify, user.password_hash, current):
             raise unauthenticated("INVALID_CREDENTIALS", "the current password is wrong")
         check_password_strength(new, field="new_password")
-        await self.store.set_password(user.id, await asyncio.to_thread(_hasher.hash, new))
-        await self.log_out_everywhere(principal.user_id, "password changed", keep=principal.session)
+        password_hash = await asyncio.to_thread(_hasher.hash, new)
+        async with self.store.changing_password(user.id, password_hash, keep=uuid.UUID(principal.session)) as ended:
+            await self.sessions.end([str(session) for session in ended])
 
     # --- checking credentials (the interceptor of every service comes here) ---
 

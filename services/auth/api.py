@@ -94,9 +94,9 @@ class AuthApi(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.CreateApiKeyResponse(api_key=api_key_message(row), secret=secret)
 
     async def ListApiKeys(self, request, context):
-        limit, after = page_size(request.page_size), keyset_after(request.page_token)
+        limit, after = page_size(request.page_size), keyset_after(request.page_token, "apiKeys")
         rows = await self.api_keys.page(current_user_id(), limit + 1, after)
-        page, next_token = keyset_page(rows, limit)
+        page, next_token = keyset_page(rows, limit, "apiKeys")
         return auth_pb2.ListApiKeysResponse(api_keys=[api_key_message(row) for row in page], next_page_token=next_token)
 
     async def DeleteApiKey(self, request, context):

@@ -7,7 +7,8 @@
 - A key acts for its owner with the owner's rights, on every service, until it
   is deleted. Creating and deleting keys takes a signed-in session (an access
   token): a leaked key cannot mint itself successors nor delete the owner's
-  other keys. Listing is allowed with a key (scripts may check what exists).
+  other keys, nor change the owner's password (and so log them out).
+  Listing is allowed with a key (scripts may check what exists).
 - Each auth process remembers the keys it has checked (`Memory`, Postgres is
   the source of truth). Deleting a key, or a change to its owner, publishes
   the key's hash so that every process forgets it: a deleted key is refused
@@ -51,7 +52,7 @@ class ApiKeys:
 
     async def create(self, principal: Principal, display_name: str) -> tuple[ApiKeyRow, str]:
         """A new key of the caller and its secret, which is never shown again."""
-        _require_session(principal)
+        require_session(principal)
         display_name = display_name.strip()
         if not display_name:
             raise invalid_argument({"display_name": "is required"})
@@ -68,7 +69,7 @@ class ApiKeys:
         return await self.store.api_keys_of(uuid.UUID(user_id), limit, after)
 
     async def delete(self, principal: Principal, key_id: uuid.UUID, name: str) -> None:
-        _require_session(principal)
+        require_session(principal)
         secret_hash = await self.store.delete_api_key(uuid.UUID(principal.user_id), key_id)
         if secret_hash is None:  # another user's key is as absent as one that never existed
             raise not_found("api_key", name)
@@ -101,8 +102,7 @@ class ApiKeys:
         await self.memory.follow()
 
 
-def _require_session(principal: Principal) -> None:
+def require_session(principal: Principal, what: str = "API keys are created and deleted") -> None:
+    """Refuse anything but a signed-in session's access token (an API key above all) for `what`."""
     if principal.kind != "user":
-        raise permission_denied(
-            "ACCESS_TOKEN_REQUIRED", "API keys are created and deleted from a signed-in session, not with an API key"
-        )
+        raise permission_denied("ACCESS_TOKEN_REQUIRED", f"{what} from a signed-in session, not with an API key")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
@@ -69,10 +71,18 @@ class AuthStore:
         row = await self.pool.fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
         return UserRow(**row) if row else None
 
-    async def set_password(self, user_id: UUID, password_hash: str) -> None:
-        await self.pool.execute(
-            "UPDATE users SET password_hash = $2, password_changed_at = now() WHERE id = $1", user_id, password_hash
-        )
+    @asynccontextmanager
+    async def changing_password(self, user_id: UUID, password_hash: str, keep: UUID) -> AsyncIterator[list[UUID]]:
+        """Set the user's password and revoke their other sessions (all but `keep`), in one transaction.
+
+        The block gets the revoked sessions' ids, to end them elsewhere before
+        the commit: if it raises, neither the password nor any session changes.
+        """
+        async with self.pool.acquire() as con, con.transaction():
+            await con.execute(
+                "UPDATE users SET password_hash = $2, password_changed_at = now() WHERE id = $1", user_id, password_hash
+            )
+            yield await _revoke_sessions_of(con, user_id, "password changed", keep)
 
     async def create_session(self, user_id: UUID, expires_at: datetime, refresh_hash: bytes) -> UUID:
         async with self.pool.acquire() as con, con.transaction():
@@ -124,15 +134,11 @@ class AuthStore:
             reason,
         )
 
-    async def revoke_sessions_of(self, user_id: UUID, reason: str, keep: UUID | None = None) -> list[UUID]:
-        rows = await self.pool.fetch(
-            "UPDATE sessions SET revoked_at = now(), revoke_reason = $2"
-            " WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $3 RETURNING id",
-            user_id,
-            reason,
-            keep,
-        )
-        return [row["id"] for row in rows]
+    @asynccontextmanager
+    async def revoking_sessions_of(self, user_id: UUID, reason: str) -> AsyncIterator[list[UUID]]:
+        """Revoke the user's sessions in a transaction that commits only if the block (given their ids) does not raise."""
+        async with self.pool.acquire() as con, con.transaction():
+            yield await _revoke_sessions_of(con, user_id, reason)
 
     async def active_sessions_of(self, user_id: UUID) -> list[UUID]:
         rows = await self.pool.fetch(
@@ -222,3 +228,14 @@ class AuthStore:
             touch_every_s,
         )
         return KeyOwner(**row) if row else None
+
+
+async def _revoke_sessions_of(con: asyncpg.Connection, user_id: UUID, reason: str, keep: UUID | None = None) -> list[UUID]:
+    rows = await con.fetch(
+        "UPDATE sessions SET revoked_at = now(), revoke_reason = $2"
+        " WHERE user_id = $1 AND revoked_at IS NULL AND id IS DISTINCT FROM $3 RETURNING id",
+        user_id,
+        reason,
+        keep,
+    )
+    return [row["id"] for row in rows]

@@ -39,11 +39,10 @@ class BillingApi(billing_pb2_grpc.BillingServiceServicer):
         return B.GetBalanceResponse(balance=balance_message(await self.ledger.balance(_caller())))
 
     async def ListTransactions(self, request, context):
-        if request.reason not in B.TransactionReason.values():
-            raise invalid_argument({"reason": f"unknown reason {request.reason}"})
-        limit, after = page_size(request.page_size), keyset_after(request.page_token)
+        scope = f"transactions?reason={request.reason}"
+        limit, after = page_size(request.page_size), keyset_after(request.page_token, scope)
         movements = await self.ledger.movements(_caller(), limit + 1, request.reason, after)
-        page, next_token = keyset_page(movements, limit)
+        page, next_token = keyset_page(movements, limit, scope)
         return B.ListTransactionsResponse(transactions=[transaction_message(m) for m in page], next_page_token=next_token)
 
     async def ListPrices(self, request, context):

@@ -7,7 +7,10 @@
   one is stored and returned to both, the other is never shown and expires.
 - Redirects go only to an allowed origin (OCTAVIA_CORS_ORIGINS, or the
   public URL's), so a checkout cannot be turned into an open redirect; a
-  wildcard CORS origin allows no redirect.
+  wildcard CORS origin allows no redirect. The origin is the one a browser
+  would go to: Python's urlsplit and a browser's URL parser disagree on
+  backslashes, user info, tabs and newlines (which browsers drop), so a
+  redirect URL is taken only in a form both read alike (`origin`).
 - Each webhook is applied once: its webhook-id is recorded in the transaction
   that applies it. `order.paid` adds the pack's credits (PURCHASE, reference
   `checkouts/<id>`) and completes the checkout, once per checkout whatever
@@ -23,10 +26,11 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
 from uuid import UUID
 
 import structlog
@@ -43,19 +47,51 @@ log = structlog.get_logger("checkouts")
 B = billing_pb2
 MAX_URL = 2000
 MAX_REQUEST_ID = 64
+MAX_HOST = 253  # DNS's limit on a name
+QUOTED_MAX = 80  # of a value quoted back in an error message
+DEFAULT_PORTS = {"http": 80, "https": 443}
+# Visible ASCII but the backslash: no spaces, tabs, newlines or other controls (browsers drop or
+# rewrite those), nothing non-ASCII, and no `\` (which browsers read as `/` in an http(s) URL).
+_VISIBLE = re.compile(r"[!-\[\]-~]*", re.ASCII)
+_URL = re.compile(
+    r"(?P<scheme>https?)://"
+    r"(?P<host>\[[0-9a-f:.]+\]|[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?)"  # no user info, no %-escapes
+    r"(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:[/?#].*)?",  # the authority ends where a browser ends it
+    re.ASCII | re.IGNORECASE,
+)
 
 
 def origin(url: str) -> str | None:
-    """`scheme://host[:port]` of an http(s) URL, lower-cased; None for anything else."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
+    """`scheme://host[:port]` of an absolute http(s) URL, lower-cased, without a default port.
+
+    None for anything else, and for any URL a browser might read another
+    origin from than this does: only visible ASCII without backslashes, an
+    authority of a plain host (a name, an IPv4 or a bracketed IPv6 address)
+    and an optional port, and nothing else (no user info, no %-escapes).
+    """
+    if len(url) > MAX_URL or not _VISIBLE.fullmatch(url):
         return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = _URL.fullmatch(url)
+    if parts is None:
         return None
-    default = {"http": 80, "https": 443}[parts.scheme]
-    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port and port != default else "")
+    scheme, host, port = parts["scheme"].lower(), parts["host"].lower(), parts["port"]
+    if host.startswith("["):
+        try:
+            host = f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"  # as browsers write it: [::1]
+        except ValueError:
+            return None
+    elif len(host.rstrip(".")) > MAX_HOST:
+        return None
+    if port is not None and not 0 < int(port) <= 65535:
+        return None
+    shown = "" if port is None or int(port) == DEFAULT_PORTS[scheme] else f":{int(port)}"
+    return f"{scheme}://{host}{shown}"
+
+
+def quoted(value: str) -> str:
+    """`value` as an error message may quote it: short, whatever a client sent."""
+    return value if len(value) <= QUOTED_MAX else value[: QUOTED_MAX - 3] + "..."
 
 
 def allowed_origins(cors_origins: Sequence[str], public_url: str) -> frozenset[str]:
@@ -123,12 +159,15 @@ class Checkouts:
         for field, url in (("success_url", success_url), ("cancel_url", cancel_url)):
             if field == "success_url" and not url:
                 bad[field] = "required: where the provider sends the user after paying"
-            elif len(url) > MAX_URL or (url and origin(url) is None):
-                bad[field] = f"must be an http(s) URL of at most {MAX_URL} characters"
+            elif url and origin(url) is None:
+                bad[field] = (
+                    f"must be an absolute http(s) URL of at most {MAX_URL} characters, in visible ASCII"
+                    " (no spaces, tabs, newlines or backslashes) and without user info"
+                )
         if bad:
             raise invalid_argument(bad)
         refused = {
-            field: f"{origin(url)} is not an allowed origin"
+            field: f"{quoted(str(origin(url)))} is not an allowed origin"
             for field, url in (("success_url", success_url), ("cancel_url", cancel_url))
             if url and origin(url) not in self.origins
         }

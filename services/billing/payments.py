@@ -23,11 +23,20 @@ Polar, as used here:
   `checkout_id` the session it paid. `order.refunded` carries the order's
   cumulative `refunded_amount` of its `total_amount`. Other types are not
   used.
+
+A webhook body is read strictly even once its signature checks out (a
+leaked secret, or a provider's bug, must not crash billing): at most
+`MAX_WEBHOOK_BODY` bytes of UTF-8 JSON, parsed with orjson (which refuses
+nesting deeper than 1024 levels instead of recursing, and NaN and numbers
+out of a double's range), a top-level object whose ids are short visible
+ASCII (they are stored and looked up in Postgres) and whose amounts are
+integers; anything else is INVALID_ARGUMENT MALFORMED_WEBHOOK. A key given
+twice counts once, the last time, as for any JSON reader.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +45,7 @@ from uuid import UUID
 
 import grpc
 import httpx
+import orjson
 import structlog
 
 from octavia_runtime.config import CreditPack
@@ -45,6 +55,10 @@ from . import webhooks
 
 log = structlog.get_logger("payments")
 TIMEOUT_S = 10.0
+MAX_WEBHOOK_BODY = 1 << 20  # far above any Polar event (a few KB)
+MAX_AMOUNT = 2**63 - 1  # minor units: a bigint's range, far beyond any payment
+_ID = re.compile(r"[!-~]{1,200}", re.ASCII)  # webhook, event type, order and session ids
+_PAGE_URL = re.compile(r"https?://[!-~]{1,2000}", re.ASCII)  # the hosted payment page
 
 
 @dataclass(frozen=True)
@@ -138,41 +152,62 @@ class PolarPayments:
         if reply.status_code not in (200, 201):
             # Our request or our credentials are wrong: an operator must look (INTERNAL, logged with the answer).
             raise RuntimeError(f"Polar refused the checkout: HTTP {reply.status_code}: {reply.text[:500]}")
-        session = reply.json()
-        return ProviderCheckout(session["id"], session["url"], datetime.fromisoformat(session["expires_at"]))
+        try:
+            session = orjson.loads(reply.content)
+            checkout = ProviderCheckout(_text(session, "id"), _text(session, "url", _PAGE_URL), _time(session, "expires_at"))
+        except (ValueError, KeyError, TypeError):  # a provider that answers garbage is as good as one that does not answer
+            log.warning("payments.unreadable", status=reply.status_code, body=reply.text[:500])
+            raise payments_unavailable("its answer could not be read") from None
+        return checkout
 
     def read_webhook(self, headers: Mapping[str, str], body: bytes, now: float) -> PaymentEvent:
+        if len(body) > MAX_WEBHOOK_BODY:
+            raise malformed_webhook(f"at most {MAX_WEBHOOK_BODY} bytes")
         webhook_id = webhooks.verify(self._keys, headers, body, now)
         try:
-            payload = json.loads(body)
+            if not _ID.fullmatch(webhook_id):
+                raise TypeError(webhooks.ID_HEADER)
+            payload = orjson.loads(body)
+            if not isinstance(payload, dict):
+                raise TypeError("not an object")
             event_type, data = payload["type"], payload["data"]
-            if not isinstance(event_type, str) or not isinstance(data, dict):
-                raise TypeError
+            if not isinstance(event_type, str) or not _ID.fullmatch(event_type) or not isinstance(data, dict):
+                raise TypeError("type")
             if event_type == "order.paid":
-                checkout_id = data.get("checkout_id")
-                if checkout_id is not None and not isinstance(checkout_id, str):
-                    raise TypeError("checkout_id")
+                checkout_id = None if data.get("checkout_id") is None else _text(data, "checkout_id")
                 return OrderPaid(webhook_id, event_type, _text(data, "id"), checkout_id)
             if event_type == "order.refunded":
                 return OrderRefunded(
                     webhook_id, event_type, _text(data, "id"), _amount(data, "refunded_amount"), _amount(data, "total_amount")
                 )
-        except (ValueError, KeyError, TypeError):
-            raise invalid_argument(
-                {"body": "not a Polar webhook event: a JSON object with a type and its data"}, reason="MALFORMED_WEBHOOK"
-            ) from None
+        except (ValueError, KeyError, TypeError):  # orjson.JSONDecodeError is a ValueError
+            raise malformed_webhook("not a Polar webhook event: a JSON object with a type and its data") from None
         return OtherEvent(webhook_id, event_type)
 
 
-def _text(data: dict, key: str) -> str:
+def malformed_webhook(problem: str) -> ApiError:
+    return invalid_argument({"body": problem}, reason="MALFORMED_WEBHOOK")
+
+
+def _text(data: dict, key: str, form: re.Pattern[str] = _ID) -> str:
     value = data[key]
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not form.fullmatch(value):
         raise TypeError(key)
     return value
 
 
+def _time(data: dict, key: str) -> datetime:
+    value = data[key]
+    if not isinstance(value, str):
+        raise TypeError(key)
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(key)
+    return moment
+
+
 def _amount(data: dict, key: str) -> int:
     value = data[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_AMOUNT:
         raise TypeError(key)
     return value

@@ -215,10 +215,11 @@ class MediaApi(media_pb2_grpc.MediaServiceServicer):
         return media_pb2.GetAssetResponse(asset=asset_message(await self._own_asset(request.name)))
 
     async def ListAssets(self, request, context):
-        limit, after = page_size(request.page_size), keyset_after(request.page_token)
+        scope = f"assets?kind={request.kind}&job={request.job}"
+        limit, after = page_size(request.page_size), keyset_after(request.page_token, scope)
         job_id = parse_name(request.job, "jobs", field="job") if request.job else None
         rows = await self.store.list(current_user_id(), limit + 1, kind=request.kind, job_id=job_id, after=after)
-        page, next_token = keyset_page(rows, limit)
+        page, next_token = keyset_page(rows, limit, scope)
         return media_pb2.ListAssetsResponse(assets=[asset_message(row) for row in page], next_page_token=next_token)
 
     async def DeleteAsset(self, request, context):

@@ -177,6 +177,49 @@ def test_checkout_requests_are_checked_and_idempotent(user, rest):
     assert rest.get(f"/v1/checkouts/{uuid.uuid4()}", headers=user.headers).status_code == 404
 
 
+def refusal(reply: httpx.Response) -> tuple[int, str, list[str]]:
+    """(HTTP status, ErrorInfo reason, fields named) of a refused call."""
+    details = reply.json()["details"]
+    fields = [v["field"] for d in details for v in d.get("fieldViolations", ())]
+    return reply.status_code, next(d["reason"] for d in details if "reason" in d), fields
+
+
+@pytest.mark.parametrize(
+    ("url", "reasons"),
+    [
+        ("http://evil.example\\@localhost:3000/paid", {"INVALID_ARGUMENT"}),  # browsers go to evil.example
+        ("http://localhost:3000@evil.example/paid", {"INVALID_ARGUMENT"}),
+        ("http:/\\evil.example/paid", {"INVALID_ARGUMENT"}),
+        ("//evil.example/paid", {"INVALID_ARGUMENT"}),
+        ("javascript:alert(1)//localhost:3000/", {"INVALID_ARGUMENT"}),
+        ("http://%6cocalhost:3000/paid", {"INVALID_ARGUMENT"}),
+        # Refused by the generic check of every request, or else by the checkout's own.
+        ("http://evil.example\tlocalhost:3000/paid", {"INVALID_ARGUMENT", "CONTROL_CHARACTER"}),
+        ("http://localhost:3000/" + "x" * 20_000, {"INVALID_ARGUMENT", "VALUE_TOO_LONG"}),
+        ("http://localhost.:3000/paid", {"REDIRECT_NOT_ALLOWED"}),  # another host to a browser
+        ("http://LOCALHOST:3000.evil.example/", {"INVALID_ARGUMENT"}),
+    ],
+)
+def test_a_redirect_a_browser_might_take_elsewhere_is_refused_with_its_reason(user, url, reasons):
+    for field, body in (("success_url", {"successUrl": url}), ("cancel_url", {"cancelUrl": url})):
+        refused = checkout(user, **body)
+        status, reason, fields = refusal(refused)
+        assert status == 400 and reason in reasons and fields == [field], refused.text
+        assert len(refused.content) < 2000, "a refusal does not quote the URL back whole"
+    assert checkout(user).status_code == 200, "the allowed redirect still works"
+    assert user.balance() == (WELCOME, 0)
+
+
+def test_a_signed_webhook_too_deeply_nested_to_read_is_malformed_and_billing_goes_on(user, polar, rest, stack):
+    key = stack.polar_webhook_secret.encode()
+    for body in (b"[" * 100_000, b'{"a":' * 100_000, b'{"type": "order.paid", "data": ' + b"[" * 5000 + b"]" * 5000 + b"}"):
+        refused = post_webhook(rest, body, key)
+        assert refusal(refused)[:2] == (400, "MALFORMED_WEBHOOK"), refused.text[:500]
+    customer = polar.post("/_fake/webhooks", json={"type": "customer.updated", "data": {"id": "cus_1"}}).json()
+    assert customer["status"] == 200, "billing still applies webhooks"
+    assert user.balance() == (WELCOME, 0)
+
+
 def test_a_provider_that_cannot_be_reached_is_unavailable_and_leaves_no_checkout(user, stack):
     pid = int((stack.var_dir / "run" / "payments.pid").read_text().split()[0])
     os.kill(pid, signal.SIGTERM)

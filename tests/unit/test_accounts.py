@@ -178,3 +178,115 @@ async def test_sign_ups_over_the_address_limit_are_refused_before_any_work(monke
     with pytest.raises(RateLimited):
         await _accounts(limits=limits).sign_up("ada@example.com", PASSWORD, "", client="2001:db8::1")
     assert limits.signup_address.calls == [("hit", "2001:db8::1")]
+
+
+class _PasswordStore(_Users):
+    """A store with one user and two other sessions: a password change commits or rolls back as a whole."""
+
+    def __init__(self):
+        import uuid
+
+        super().__init__()
+        self.others = [uuid.uuid4(), uuid.uuid4()]
+        self.outcome = None  # "committed" or "rolled back"
+
+    async def user_by_id(self, user_id):
+        self.lookups += 1
+        return self.user if user_id == self.user.id else None
+
+    def changing_password(self, user_id, password_hash, keep):
+        assert keep not in self.others
+        return self._transaction()
+
+    def revoking_sessions_of(self, user_id, reason):
+        return self._transaction()
+
+    def _transaction(self):
+        import contextlib
+
+        store = self
+
+        @contextlib.asynccontextmanager
+        async def transaction():
+            try:
+                yield list(store.others)
+            except BaseException:
+                store.outcome = "rolled back"
+                raise
+            store.outcome = "committed"
+
+        return transaction()
+
+
+class _EndingSessions(_MemorySessions):
+    """Sessions whose `end` fails as Valkey does when it is down, when `down` is set."""
+
+    def __init__(self, down=False):
+        super().__init__()
+        self.down = down
+        self.ended = []
+
+    async def end(self, session_ids):
+        import redis.exceptions
+
+        if self.down:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        self.ended.extend(session_ids)
+
+
+def _password_change(down=False):
+    import uuid
+
+    from octavia_runtime.auth import Principal
+
+    store = _PasswordStore()
+    accounts = _accounts(store=store)
+    accounts.sessions = _EndingSessions(down)
+    caller = Principal(kind="user", user_id=str(store.user.id), session=str(uuid.uuid4()))
+    return accounts, store, caller
+
+
+async def test_changing_the_password_ends_the_other_sessions_in_valkey_before_the_change_commits():
+    accounts, store, caller = _password_change()
+    await accounts.change_password(caller, PASSWORD, "a brand new one 7")
+    assert store.outcome == "committed"
+    assert accounts.sessions.ended == [str(s) for s in store.others] and caller.session not in accounts.sessions.ended
+
+
+async def test_a_password_change_whose_sessions_cannot_be_ended_changes_nothing():
+    import redis.exceptions
+
+    accounts, store, caller = _password_change(down=True)
+    with pytest.raises(redis.exceptions.ConnectionError):  # the runtime answers UNAVAILABLE: a retry may work
+        await accounts.change_password(caller, PASSWORD, "a brand new one 7")
+    assert store.outcome == "rolled back"
+
+
+async def test_log_out_everywhere_is_revoked_only_once_the_sessions_are_ended_in_valkey():
+    import redis.exceptions
+
+    accounts, store, caller = _password_change(down=True)
+    with pytest.raises(redis.exceptions.ConnectionError):  # so a retry still finds every session to end
+        await accounts.log_out_everywhere(caller.user_id)
+    assert store.outcome == "rolled back"
+    accounts.sessions.down = False
+    assert await accounts.log_out_everywhere(caller.user_id) == 2 and store.outcome == "committed"
+    assert accounts.sessions.ended == [str(s) for s in store.others]
+
+
+@pytest.mark.parametrize("kind", ["api_key", "service", "anonymous"])
+async def test_only_a_signed_in_session_may_change_the_password_and_that_is_checked_first(monkeypatch, kind):
+    import uuid
+
+    import services.auth.accounts as accounts_module
+    from octavia_runtime.auth import Principal
+
+    monkeypatch.setattr(accounts_module, "_verify", lambda *_: pytest.fail("a key must not even cost a hash"))
+    accounts, store, _ = _password_change()
+    key = Principal(kind=kind, user_id=str(store.user.id), session=f"apiKeys/{uuid.uuid4()}")
+    for current in (PASSWORD, "wrong password 1", ""):
+        with pytest.raises(ApiError) as caught:
+            await accounts.change_password(key, current, "short")
+        assert (caught.value.code, caught.value.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ACCESS_TOKEN_REQUIRED")
+        assert caught.value.message == "the password is changed from a signed-in session, not with an API key"
+    assert (store.lookups, store.outcome) == (0, None)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import uuid
 
 import pytest
 
@@ -13,7 +14,14 @@ from octavia_runtime.config import load
 from octavia_runtime.errors import ApiError
 from scripts.fake_polar import Delivery, FakePolar
 from services.billing import webhooks
-from services.billing.payments import OrderPaid, OrderRefunded, OtherEvent, PolarPayments, polar_webhook_keys
+from services.billing.payments import (
+    MAX_WEBHOOK_BODY,
+    OrderPaid,
+    OrderRefunded,
+    OtherEvent,
+    PolarPayments,
+    polar_webhook_keys,
+)
 
 # The test vector of the Standard Webhooks specification.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -146,3 +154,122 @@ def test_a_signed_body_that_is_not_a_polar_event_is_invalid_argument(payload):
     with pytest.raises(ApiError) as refused:
         read(payload)
     assert reason(refused) == ("INVALID_ARGUMENT", "MALFORMED_WEBHOOK")
+
+
+def signed_raw(body: bytes, webhook_id: str = "msg_1") -> object:
+    key = webhooks.standard_key(SECRET)
+    return PolarPayments("http://polar", "token", SECRET).read_webhook(
+        headers(webhooks.sign(key, webhook_id, SPEC_TIMESTAMP, body), webhook_id), body, SPEC_TIMESTAMP
+    )
+
+
+def paid_body(**fields) -> bytes:
+    return json.dumps(event("order.paid", order(**fields))).encode()
+
+
+# Bodies a JSON reader may choke on or read oddly: each is refused as malformed, never a crash.
+HOSTILE_BODIES = {
+    "deep arrays": b"[" * 100_000,
+    "deep objects": b'{"a":' * 100_000,
+    "deep arrays, closed": b"[" * 5000 + b"]" * 5000,
+    "deep data": b'{"type": "order.paid", "data": ' + b'{"id": ' * 2000 + b'"x"' + b"}" * 2001,
+    "a huge integer": b'{"type": "order.paid", "data": {"id": ' + b"9" * 5000 + b"}}",
+    "an overflowing float": b'{"type": "order.refunded", "data": {"id": "o", "refunded_amount": 1e999, "total_amount": 1}}',
+    "NaN": b'{"type": "order.refunded", "data": {"id": "o", "refunded_amount": NaN, "total_amount": 1}}',
+    "Infinity": b'{"type": "order.refunded", "data": {"id": "o", "refunded_amount": Infinity, "total_amount": 1}}',
+    "a float amount": paid_body().replace(b'"refunded_amount": 0', b'"refunded_amount": 0.5').replace(
+        b'"order.paid"', b'"order.refunded"'
+    ),
+    "a bigint amount": json.dumps(event("order.refunded", order(refunded_amount=2**64 - 1))).encode(),
+    "a negative amount": json.dumps(event("order.refunded", order(refunded_amount=-1))).encode(),
+    "a boolean amount": json.dumps(event("order.refunded", order(refunded_amount=True))).encode(),
+    "a lone surrogate": b'{"type": "order.paid", "data": {"id": "\\ud800"}}',
+    "bad UTF-8": b'{"type": "order.paid", "data": {"id": "\xff\xfe"}}',
+    "a BOM": b"\xef\xbb\xbf" + paid_body(),
+    "trailing garbage": paid_body() + b"x",
+    "two documents": paid_body() + paid_body(),
+    "empty": b"",
+    "whitespace": b" \n\t ",
+    "null": b"null",
+    "a string": b'"order.paid"',
+    "a number": b"42",
+    "an array of the event": b"[" + paid_body() + b"]",
+    "no data": b'{"type": "order.paid"}',
+    "data null": b'{"type": "order.paid", "data": null}',
+    "type null": b'{"type": null, "data": {}}',
+    "type a number": b'{"type": 1, "data": {}}',
+    "type with a NUL": b'{"type": "order.paid\\u0000", "data": {}}',
+    "an unknown type with a NUL": b'{"type": "x\\u0000y", "data": {}}',
+    "a very long type": json.dumps({"type": "x" * 10_000, "data": {}}).encode(),
+    "an order id with a NUL": paid_body(id="ord\x00_1"),
+    "an order id with a newline": paid_body(id="ord\n1"),
+    "an empty order id": paid_body(id=""),
+    "a very long order id": paid_body(id="o" * 10_000),
+    "an order id as a number": paid_body(id=1),
+    "a checkout id with a NUL": paid_body(checkout_id="chk\x00"),
+    "a checkout id as an object": paid_body(checkout_id={"id": "chk_1"}),
+    "a non-ASCII order id": paid_body(id="ord_ü"),
+}
+
+
+@pytest.mark.parametrize("body", HOSTILE_BODIES.values(), ids=HOSTILE_BODIES.keys())
+def test_a_signed_body_that_is_malformed_too_deep_or_oddly_typed_is_malformed_webhook(body):
+    with pytest.raises(ApiError) as refused:
+        signed_raw(body)
+    assert reason(refused) == ("INVALID_ARGUMENT", "MALFORMED_WEBHOOK")
+    assert len(refused.value.message) < 200
+
+
+def test_a_body_larger_than_any_event_is_refused_before_it_is_read():
+    body = b'{"type": "customer.updated", "data": {"pad": "' + b"x" * MAX_WEBHOOK_BODY + b'"}}'
+    with pytest.raises(ApiError) as refused:
+        signed_raw(body)
+    assert reason(refused) == ("INVALID_ARGUMENT", "MALFORMED_WEBHOOK")
+
+
+@pytest.mark.parametrize("webhook_id", ["m" * 201, "msg\x00"])
+def test_a_webhook_id_that_could_not_be_stored_is_malformed(webhook_id):
+    with pytest.raises(ApiError) as refused:
+        signed_raw(paid_body(), webhook_id)
+    assert reason(refused) == ("INVALID_ARGUMENT", "MALFORMED_WEBHOOK")
+
+
+def test_what_a_strict_reader_still_takes():
+    # A key given twice counts the last time, as in any JSON reader (and in what Polar signs, it never is).
+    twice = b'{"type": "customer.updated", "type": "order.paid", "data": {"id": "ord_1", "checkout_id": "chk_1"}}'
+    assert signed_raw(twice) == OrderPaid("msg_1", "order.paid", "ord_1", "chk_1")
+    # Fields billing does not use may hold anything JSON allows.
+    extra = event("order.paid", order(metadata={"deep": [[[{"x": 1.5e300}]]]}, amount=2**64 - 1, note="\u0000 ü"))
+    assert signed_raw(json.dumps(extra).encode()) == OrderPaid("msg_1", "order.paid", "ord_1", "chk_1")
+    most = 2**63 - 1
+    refunded = event("order.refunded", order(refunded_amount=most, total_amount=most))
+    assert signed_raw(json.dumps(refunded).encode()) == OrderRefunded("msg_1", "order.refunded", "ord_1", most, most)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"[" * 100_000,
+        b"not json",
+        b"[]",
+        b'{"id": "chk_1", "url": "https://buy.polar.sh/chk_1"}',
+        b'{"id": "chk_1", "url": "javascript:alert(1)", "expires_at": "2026-11-22T05:00:00Z"}',
+        b'{"id": "chk\\u0000", "url": "https://buy.polar.sh/chk_1", "expires_at": "2026-11-22T05:00:00Z"}',
+        b'{"id": "chk_1", "url": "https://buy.polar.sh/chk_1", "expires_at": "soon"}',
+        b'{"id": "chk_1", "url": "https://buy.polar.sh/chk_1", "expires_at": "2026-11-22T05:00:00"}',
+    ],
+)
+async def test_a_provider_answering_a_checkout_that_cannot_be_read_is_unavailable(monkeypatch, answer):
+    import httpx
+
+    from octavia_runtime.config import CreditPack
+    from services.billing.payments import CheckoutRequest
+
+    real_client = httpx.AsyncClient
+    transport = httpx.MockTransport(lambda request: httpx.Response(201, content=answer))
+    monkeypatch.setattr(httpx, "AsyncClient", lambda **kwargs: real_client(transport=transport, **kwargs))
+    pack = CreditPack("starter", "Starter", 1000, 1000, "USD", "prod_1")
+    request = CheckoutRequest(uuid.uuid4(), uuid.uuid4(), pack, "http://localhost:3000/", "http://localhost:3000/")
+    with pytest.raises(ApiError) as refused:
+        await PolarPayments("http://polar", "token", SECRET).create_checkout(request)
+    assert reason(refused) == ("UNAVAILABLE", "PAYMENTS_UNAVAILABLE")
