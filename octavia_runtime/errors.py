@@ -4,16 +4,30 @@ Handlers raise `ApiError`; the shared interceptor turns it into a gRPC status
 whose details Envoy renders into the JSON body, so a browser sees the same
 reason as a gRPC client. The domain (`<service>.octavia`) is filled in by the
 interceptor from the service that raised it.
+
+Everything an error quotes is clipped (`MAX_MESSAGE_CHARS` and friends): a
+client's 20 KB value quoted back whole would make the status larger than
+gRPC's metadata limit, and the caller would get a transport error instead of
+the reason.
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping, Sequence
 
+import asyncpg
 import grpc
+import nats.errors
+import nats.js.errors
+import redis.exceptions
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+MAX_MESSAGE_CHARS = 1000
+MAX_DETAIL_CHARS = 300  # each field description and metadata value
+MAX_DETAILS = 20  # field violations, and metadata entries
 
 
 class ApiError(Exception):
@@ -29,12 +43,13 @@ class ApiError(Exception):
         metadata: Mapping[str, str] | None = None,
         retry_after_s: int | None = None,
     ):
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
-        self.fields = dict(fields or {})
-        self.metadata = dict(metadata or {})
+        self.fields = _clipped(fields)
+        self.metadata = _clipped(metadata)
         self.retry_after_s = retry_after_s  # when set: a RetryInfo detail and a `retry-after` header
 
     def to_status(self, domain: str) -> grpc.Status:
@@ -49,6 +64,16 @@ class ApiError(Exception):
             retry.retry_delay.FromSeconds(self.retry_after_s)
             details.append(_pack(retry))
         return rpc_status.to_status(status_pb2.Status(code=self.code.value[0], message=self.message, details=details))
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, cut to at most `limit` characters (marked with an ellipsis when cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _clipped(entries: Mapping[str, str] | None) -> dict[str, str]:
+    items = list((entries or {}).items())[:MAX_DETAILS]
+    return {clip(key, MAX_DETAIL_CHARS): clip(value, MAX_DETAIL_CHARS) for key, value in items}
 
 
 def _pack(message) -> any_pb2.Any:
@@ -112,3 +137,31 @@ def field_violations(error: grpc.RpcError) -> Sequence[error_details_pb2.BadRequ
         if detail.Unpack(bad):
             return list(bad.field_violations)
     return []
+
+
+# A server this process depends on is away for a moment (restarting, failing over, overloaded):
+# the caller may retry, so a call that fails on one is UNAVAILABLE, never INTERNAL.
+_DEPENDENCY_DOWN: tuple[type[BaseException], ...] = (
+    ConnectionError,  # refused, reset, broken pipe: any socket
+    socket.gaierror,  # a name that does not resolve while its server restarts (Kubernetes)
+    TimeoutError,  # asyncio's too
+    redis.exceptions.ConnectionError,  # Valkey (BusyLoadingError while it loads its data)
+    redis.exceptions.TimeoutError,
+    asyncpg.PostgresConnectionError,  # the connection broke, or could not be made
+    asyncpg.CannotConnectNowError,  # starting up
+    asyncpg.AdminShutdownError,  # shutting down
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.TimeoutError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+def dependency_down(exc: BaseException) -> bool:
+    """Whether `exc` means that Postgres, Valkey, NATS or a network peer is briefly unreachable."""
+    return isinstance(exc, _DEPENDENCY_DOWN)

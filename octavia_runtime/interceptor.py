@@ -1,9 +1,11 @@
 """The server interceptor every service runs: one wrapper around each call.
 
 In order, for each RPC: take or make the request id; authenticate the caller
-against the method's access rule; run the handler; turn an ApiError (or a
-crash) into a google.rpc.Status with ErrorInfo; write one JSON log line and
-the Prometheus samples. One wrapper rather than five keeps the per-call cost
+against the method's access rule; check the request against the API's rules
+(validation.py: it decodes, and every field keeps its limits); run the
+handler; turn an ApiError, a dependency that is away (UNAVAILABLE) or a crash
+(INTERNAL) into a google.rpc.Status with ErrorInfo; write one JSON log line
+and the Prometheus samples. One wrapper rather than five keeps the per-call cost
 to a single extra frame.
 """
 
@@ -16,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import structlog
 
-from . import metrics
+from . import metrics, validation
 from .auth import (
     ANONYMOUS,
     API_KEY_HEADER,
@@ -30,7 +32,7 @@ from .auth import (
     set_client,
     set_principal,
 )
-from .errors import ApiError, permission_denied, unauthenticated
+from .errors import ApiError, dependency_down, permission_denied, unauthenticated
 
 log = structlog.get_logger("rpc")
 REQUEST_ID_HEADER = "x-request-id"
@@ -57,16 +59,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        # A request that does not decode reaches the wrapper as validation.Malformed, so it is
+        # answered INVALID_ARGUMENT with a reason rather than gRPC's bare UNKNOWN.
+        deserializer = validation.tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler  # client and bidi streams: none in the API (reflection's own stream passes as is)
@@ -76,6 +81,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self, method, context)
             try:
                 await call.begin()
+                validation.check(request)
                 return await behavior(request, context)
             except BaseException as exc:  # noqa: BLE001 - every outcome is logged and mapped
                 await call.fail(exc)
@@ -89,6 +95,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             call = _Call(self, method, context)
             try:
                 await call.begin()
+                validation.check(request)
                 async for response in behavior(request, context):
                     yield response
             except BaseException as exc:  # noqa: BLE001
@@ -157,8 +164,9 @@ class _Call:
         if not isinstance(exc, Exception):  # cancelled by the client, or the process is exiting
             self.code = grpc.StatusCode.CANCELLED
             raise exc
-        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PEER_DOWN:
-            log.warning("rpc.dependency_unavailable", error=exc.details())
+        if (isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PEER_DOWN) or dependency_down(exc):
+            details = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc) or type(exc).__name__
+            log.warning("rpc.dependency_unavailable", error=details, exception=type(exc).__name__)
             exc = ApiError(
                 grpc.StatusCode.UNAVAILABLE, "DEPENDENCY_UNAVAILABLE", "a service this call needs is unavailable; try again"
             )

@@ -37,7 +37,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from . import bus, cache, db, logging, metrics, stages
+from . import bus, cache, db, logging, metrics, pagination, stages
 from .blobs import RemoteBlobs
 from .auth import SERVICE_TOKEN_HEADER, Authenticator, RemoteAuthenticator, ServiceCredentials
 from .config import ROOT, Config, ConfigError, load
@@ -48,6 +48,10 @@ HEALTH_INTERVAL_S = 2.0
 LIVENESS = "liveness"
 DEPENDENCY_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+# Request headers a call may carry: more than Envoy lets through (max_request_headers_kb, 60 KiB),
+# which forwards a REST request's path in x-envoy-original-path; gRPC's own default (8 KiB, refused
+# at random up to 16 KiB) would answer a long path with a RESOURCE_EXHAUSTED that has no reason.
+MAX_METADATA_BYTES = 96 * 1024
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,7 @@ async def _serve(service: Service, config: Config) -> None:
         loop.add_signal_handler(sig, stopping.set)
 
     rt = Runtime(service, config, ServiceCredentials(service.name, config.service_secret))
+    pagination.use_secret(config.service_secret)  # every replica of every service signs page tokens alike
     await _connect(rt, stopping)
     if stopping.is_set():
         await _close(rt)
@@ -164,6 +169,8 @@ async def _serve(service: Service, config: Config) -> None:
             ("grpc.so_reuseport", 0),  # a second process on the same port must fail, not share it
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ],
     )
     for add_to_server, servicer in rt._servicers:

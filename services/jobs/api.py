@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 import grpc
+import structlog
 from octavia.billing.v1 import billing_pb2
 from octavia.jobs.v1 import jobs_pb2, jobs_pb2_grpc
 from octavia.media.v1 import media_pb2, media_pb2_grpc
@@ -32,6 +33,7 @@ from .runner import Runner
 from .store import JobStore
 from .views import job_event, job_message, now
 
+log = structlog.get_logger("jobs")
 P = jobs_pb2
 MAX_TARGETS = 10
 MAX_REQUEST_ID = 64
@@ -141,12 +143,15 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         frame_rate = video_frame_rate(asset.media_info)
         effects = orchestrator.start(job, pipeline.plan(job.kind, list(job.target_languages)), now(), frame_rate)
         hold = await self._reserve(job_id, owner, job)
-        row, created = await self.store.create(
-            job_id, owner, job, request.request_id or None, request_hash, effects.publish, frame_rate, hold.name
-        )
+        try:
+            row, created = await self.store.create(
+                job_id, owner, job, request.request_id or None, request_hash, effects.publish, frame_rate, hold.name
+            )
+        except BaseException:
+            await self._give_back(job_id)  # no job: its hold goes back now, not when the runner finds it abandoned
+            raise
         if not created:  # a concurrent call with the same request_id won: this one's hold goes back
-            if await self.credits.release_reference(job_id):
-                await self.store.reserved_without_job(job_id)
+            await self._give_back(job_id)
             return P.CreateJobResponse(job=self._same_request(row, request_hash))
         await self.runner.after_commit(row, effects)
         return P.CreateJobResponse(job=job_message(row))
@@ -167,6 +172,17 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         HOLD_SECONDS.observe(time.perf_counter() - started)
         job.credits_held = hold.credits
         return hold
+
+    async def _give_back(self, job_id: uuid.UUID) -> None:
+        """Release the hold of a job that was not created, and forget its reservation.
+
+        Best effort: if billing or Postgres is away, the runner releases the
+        abandoned reservation later (see _reserve)."""
+        try:
+            if await self.credits.release_reference(job_id):
+                await self.store.reserved_without_job(job_id)
+        except Exception:  # noqa: BLE001 - the original error is what the caller must hear
+            log.warning("jobs.hold_release_deferred", job_id=str(job_id), exc_info=True)
 
     def _same_request(self, row, request_hash: bytes) -> jobs_pb2.Job:
         if row.request_hash != request_hash:
@@ -281,9 +297,10 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         return P.GetJobResponse(job=job_message(row))
 
     async def ListJobs(self, request, context):
-        limit, after = page_size(request.page_size), keyset_after(request.page_token)
+        scope = f"jobs?state={request.state}&kind={request.kind}"
+        limit, after = page_size(request.page_size), keyset_after(request.page_token, scope)
         rows = await self.store.list(current_user_id(), limit + 1, state=request.state, kind=request.kind, after=after)
-        page, next_token = keyset_page(rows, limit)
+        page, next_token = keyset_page(rows, limit, scope)
         return P.ListJobsResponse(jobs=[job_message(row) for row in page], next_page_token=next_token)
 
     async def CancelJob(self, request, context):

@@ -381,6 +381,19 @@ def exhausted(job: jobs_pb2.Job, nodes: list[Node], task: stages_pb2.StageTask, 
     return on_event(job, nodes, event, now)
 
 
+def reject(job: jobs_pb2.Job, nodes: list[Node], event: stages_pb2.StageEvent, why: str, now: datetime) -> Effects:
+    """A worker's event that cannot be applied (its outputs refused, say): its stage fails at once,
+    saying why, rather than the event being retried until it is dropped and the job times out."""
+    failed = stages_pb2.StageEvent(
+        task_id=event.task_id, job=event.job, stage=event.stage, attempt=event.attempt, language=event.language,
+        outcome=R.STAGE_OUTCOME_FAILED_PERMANENT,
+        error=error_status("RESULT_REJECTED", f"its result could not be used: {why}", DOMAIN, code_pb2.INTERNAL),
+    )  # fmt: skip
+    if event.HasField("segment_index"):
+        failed.segment_index = event.segment_index
+    return on_event(job, nodes, failed, now)
+
+
 def _record_result(job: jobs_pb2.Job, nodes: list[Node], event: stages_pb2.StageEvent) -> None:
     result = event.WhichOneof("result")
     if result == "probe":

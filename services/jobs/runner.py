@@ -21,12 +21,15 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from uuid import UUID
 
+import asyncpg
+import grpc
 import structlog
 from nats.errors import TimeoutError as NatsTimeout
 from octavia.jobs.v1 import jobs_pb2, stages_pb2
 from octavia.media.v1 import media_pb2, media_pb2_grpc
 
 from octavia_runtime import bus
+from octavia_runtime.errors import clip, dependency_down
 
 from . import orchestrator, pipeline
 from .credits import Credits
@@ -158,11 +161,30 @@ class Runner:
                 continue
             try:
                 await self.apply_event(event)
-            except Exception:  # noqa: BLE001 - e.g. media unreachable while registering artifacts: try again soon
-                log.exception("events.apply_failed", job_id=event.job, task_id=event.task_id)
-                await msg.nak(delay=2)
+            except Exception as exc:  # noqa: BLE001 - sorted below: retried, or the job fails now
+                if _retryable(exc) and msg.metadata.num_delivered < bus.ORCHESTRATOR.max_deliver:
+                    # Media or Postgres away while registering artifacts or saving: soon again.
+                    log.warning("events.apply_failed", job_id=event.job, task_id=event.task_id, error=_describe(exc))
+                    await msg.nak(delay=2)
+                    continue
+                log.exception("events.rejected", job_id=event.job, task_id=event.task_id)
+                await self._reject(event, _describe(exc))
+                await msg.term()
             else:
                 await msg.ack()
+
+    async def _reject(self, event: stages_pb2.StageEvent, why: str) -> None:
+        """Fail the stage of an event that cannot be applied, at once and saying why."""
+        try:
+            job_id = UUID(event.job.removeprefix("jobs/"))
+
+            def change(locked: Locked) -> Effects:
+                nodes = pipeline.plan(locked.job.kind, list(locked.job.target_languages))
+                return orchestrator.reject(_named(locked), nodes, event, why, now())
+
+            await self.change(job_id, change)
+        except Exception:  # noqa: BLE001 - Postgres away too: the deadline sweep still ends the job
+            log.exception("events.reject_failed", job_id=event.job, task_id=event.task_id)
 
     async def apply_event(self, event: stages_pb2.StageEvent) -> None:
         try:
@@ -263,6 +285,32 @@ class Runner:
                 await self.js.delete_msg(bus.TASKS_STREAM, advisory["stream_seq"])
             except Exception:  # noqa: BLE001 - the deadline sweep still catches the job
                 log.exception("tasks.exhausted_unhandled")
+
+
+# A peer's answer that says nothing about the event itself: the same call may work soon.
+_PEER_TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED,
+    }
+)  # fmt: skip
+
+
+def _retryable(exc: Exception) -> bool:
+    """Whether applying an event failed for a reason of the moment (a server away, a lock
+    conflict) rather than because of the event (an output a peer refuses, a bug): only those
+    are tried again."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in _PEER_TRANSIENT
+    return dependency_down(exc) or isinstance(exc, (asyncpg.SerializationError, asyncpg.DeadlockDetectedError))
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        text = f"{exc.code().name}: {exc.details()}"
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return clip(text, 300)
 
 
 async def _wakes(event: asyncio.Event, poll_s: float) -> AsyncIterator[None]:

@@ -79,9 +79,9 @@ def test_a_text_over_the_limit_is_refused_naming_the_limit(edge_channel, rest, s
             tts_pb2.SynthesizeRequest(voice="voices/espeak-en-us", text=too_long), metadata=signed_in.metadata
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error_info(refused.value).reason == "TEXT_TOO_LONG" and str(MAX_TEXT_CHARS) in refused.value.details()
+    assert error_info(refused.value).reason == "VALUE_TOO_LONG" and str(MAX_TEXT_CHARS) in refused.value.details()
     browser = rest.post("/v1/speech:synthesize", json={"voice": "voices/espeak-en-us", "text": too_long}, headers=signed_in.headers)
-    assert browser.status_code == 400 and reason_of(browser.json()) == "TEXT_TOO_LONG"
+    assert browser.status_code == 400 and reason_of(browser.json()) == "VALUE_TOO_LONG"
 
 
 def test_an_unknown_voice_or_a_rate_out_of_range_is_refused(edge_channel, rest, signed_in):

@@ -174,6 +174,18 @@ def test_a_task_out_of_deliveries_fails_the_job():
     assert "no worker finished it" in job.error.message
 
 
+def test_an_event_whose_result_cannot_be_used_fails_its_stage_at_once_saying_why():
+    job, nodes, effects = new_job()
+    probe = effects.publish[0]
+    orchestrator.on_event(job, nodes, event(probe, R.STAGE_OUTCOME_STARTED), T0)
+    done = event(probe, R.STAGE_OUTCOME_SUCCEEDED, outputs=list(probe.outputs))
+    rejected = orchestrator.reject(job, nodes, done, "INVALID_ARGUMENT: filename: must not contain control characters", T0)
+    assert job.state == P.STATE_FAILED and rejected.cancel_flag and not rejected.publish
+    assert job.stages[0].state == P.STAGE_STATE_FAILED
+    assert "could not be used: INVALID_ARGUMENT: filename" in job.error.message
+    assert orchestrator.on_event(job, nodes, done, T0).ignored == "job finished"  # a redelivery changes nothing
+
+
 def test_progress_only_moves_forward():
     job, nodes, effects = new_job(P.JOB_KIND_TRANSCRIPTION, ())
     probe = effects.publish[0]

@@ -1,5 +1,8 @@
 """The shared runtime's pieces that need no server."""
 
+import base64
+import uuid
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
@@ -23,13 +26,35 @@ def test_page_size_defaults_caps_and_refuses_negative():
     assert "page_size" in caught.value.fields
 
 
-def test_page_tokens_round_trip_and_garbage_is_invalid_argument():
+def test_page_tokens_round_trip_and_garbage_is_invalid_page_token():
     cursor = {"after": "2026-01-01T00:00:00Z", "id": "x"}
-    assert pagination.decode_token(pagination.encode_token(cursor)) == cursor
-    assert pagination.decode_token("") is None
-    for garbage in ("%%%", "bm90IGpzb24", pagination.encode_token([1, 2])):  # type: ignore[arg-type]
+    assert pagination.decode_token(pagination.encode_token(cursor, "jobs"), "jobs") == cursor
+    assert pagination.decode_token("", "jobs") is None
+    token = pagination.encode_token(cursor, "jobs")
+    payload, mac = token.split(".")
+    forged = base64.urlsafe_b64encode(b'{"after":"9999-12-31","id":"y"}').decode().rstrip("=") + "." + mac
+    for garbage in ("%%%", "bm90IGpzb24", "a.b.c", forged, payload, pagination.encode_token([1, 2], "jobs")):  # type: ignore[arg-type]
+        with pytest.raises(ApiError, match="page_token") as caught:
+            pagination.decode_token(garbage, "jobs")
+        assert caught.value.reason == "INVALID_PAGE_TOKEN"
+
+
+def test_a_page_token_only_continues_its_own_list_and_filters():
+    token = pagination.encode_token({"t": "2026-01-01T00:00:00+00:00", "id": str(uuid.uuid4())}, "jobs?state=1")
+    assert pagination.keyset_after(token, "jobs?state=1") is not None
+    for other in ("jobs?state=2", "assets?kind=0&job=", ""):
         with pytest.raises(ApiError, match="page_token"):
-            pagination.decode_token(garbage)
+            pagination.keyset_after(token, other)
+
+
+def test_replicas_sharing_the_service_secret_accept_each_others_page_tokens():
+    pagination.use_secret("one secret, shared by every replica, 0123456789")
+    token = pagination.encode_token({"offset": 50}, "voices")
+    pagination.use_secret("another secret, of another deployment, 0123456")
+    with pytest.raises(ApiError):
+        pagination.decode_token(token, "voices")
+    pagination.use_secret("one secret, shared by every replica, 0123456789")
+    assert pagination.decode_token(token, "voices") == {"offset": 50}
 
 
 def test_api_error_becomes_status_with_error_info_and_field_violations():
