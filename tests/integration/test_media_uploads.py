@@ -160,7 +160,7 @@ def test_a_declared_size_over_the_limit_is_refused(stack, uploads):
     [
         ("notes.txt", "text/plain", 10, "UNSUPPORTED_CONTENT_TYPE", "content_type"),
         ("../../etc/passwd", "audio/mpeg", 10, "INVALID_ARGUMENT", "filename"),
-        ("x" * 256 + ".mp3", "audio/mpeg", 10, "INVALID_ARGUMENT", "filename"),
+        ("x" * 256 + ".mp3", "audio/mpeg", 10, "VALUE_TOO_LONG", "filename"),
         ("a.mp3", "audio/mpeg", 0, "INVALID_ARGUMENT", "size_bytes"),
         ("a.mp3", "audio/mpeg", -5, "INVALID_ARGUMENT", "size_bytes"),
     ],
