@@ -39,20 +39,22 @@ import argon2
 import grpc
 import jwt
 import redis.asyncio as redis
+from octavia.auth.v1 import auth_pb2
 
 from octavia_runtime.auth import Principal
 from octavia_runtime.config import Config, RateLimit
 from octavia_runtime.errors import ApiError, invalid_argument, unauthenticated
 from octavia_runtime.ratelimit import Limiter
+from octavia_runtime.validation import max_length
 
 from .apikeys import ApiKeys, require_session
 from .mailer import Mailer
 from .sessions import SessionInfo, Sessions
 from .store import AuthStore, EmailTaken, UserRow
 
-MAX_EMAIL = 254
+MAX_EMAIL = max_length(auth_pb2.SignUpRequest, "email")
 MIN_PASSWORD, MAX_PASSWORD = 10, 128
-MAX_DISPLAY_NAME = 100
+MAX_DISPLAY_NAME = max_length(auth_pb2.SignUpRequest, "display_name")  # a default from the email may be longer
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
 _VERIFIED_TOKENS_MAX = 100_000
 VERIFICATION_TTL = timedelta(hours=24)

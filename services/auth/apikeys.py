@@ -27,16 +27,18 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import redis.asyncio as redis
+from octavia.auth.v1 import auth_pb2
 
 from octavia_runtime.auth import Principal
 from octavia_runtime.errors import invalid_argument, not_found, permission_denied, unauthenticated
+from octavia_runtime.validation import max_length
 
 from .memory import Memory
 from .store import ApiKeyRow, AuthStore, KeyOwner
 
 CHANNEL = "auth:apikeys:forget"
 USE_RESOLUTION_S = 60
-MAX_DISPLAY_NAME = 100
+MAX_DISPLAY_NAME = max_length(auth_pb2.CreateApiKeyRequest, "display_name")
 _FORMAT = re.compile(r"oct_[0-9a-f]{8}_[A-Za-z0-9_-]{43}")
 _SHOWN_PREFIX = len("oct_") + 8
 

@@ -38,6 +38,7 @@ from octavia.billing.v1 import billing_pb2
 
 from octavia_runtime.config import CreditPack
 from octavia_runtime.errors import invalid_argument, not_found, request_id_reused
+from octavia_runtime.validation import max_length
 
 from .ledger import Ledger, purchase_posting, refund_posting
 from .payments import CheckoutRequest, OrderPaid, OrderRefunded, PaymentEvent, PaymentsProvider
@@ -45,8 +46,7 @@ from .store import Balance, BillingStore, Checkout, Tx
 
 log = structlog.get_logger("checkouts")
 B = billing_pb2
-MAX_URL = 2000
-MAX_REQUEST_ID = 64
+MAX_URL = max_length(billing_pb2.CreateCheckoutRequest, "success_url")
 MAX_HOST = 253  # DNS's limit on a name
 QUOTED_MAX = 80  # of a value quoted back in an error message
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -154,8 +154,6 @@ class Checkouts:
         pack = self.packs.get(pack_id) if collection == "creditPacks" else None
         if pack is None:
             bad["credit_pack"] = f"must be one of {', '.join(f'creditPacks/{p}' for p in self.packs)}"
-        if len(request_id) > MAX_REQUEST_ID:
-            bad["request_id"] = f"at most {MAX_REQUEST_ID} characters"
         for field, url in (("success_url", success_url), ("cancel_url", cancel_url)):
             if field == "success_url" and not url:
                 bad[field] = "required: where the provider sends the user after paying"

@@ -32,6 +32,7 @@ import grpc
 from octavia.billing.v1 import billing_pb2
 
 from octavia_runtime.errors import ApiError, invalid_argument, not_found, request_id_reused
+from octavia_runtime.validation import max_length
 
 from .pricing import Pricing, Quote
 from .store import Balance, BillingStore, Conflict, Hold, Movement, Posting
@@ -42,9 +43,11 @@ SYSTEM_PURCHASES = "system/purchases"
 SYSTEM_REVENUE = "system/revenue"
 SYSTEM_REFUNDS = "system/refunds"
 WELCOME_REFERENCE = "welcome"
-MAX_REFERENCE = 200
-MAX_DESCRIPTION = 500
-MAX_REQUEST_ID = 64
+# The API's declared limits (validation.py refuses longer values before a call gets here); Ledger's
+# own callers are held to them too.
+MAX_REFERENCE = max_length(B.ReserveCreditsRequest, "reference")
+MAX_DESCRIPTION = max_length(B.ReserveCreditsRequest, "description")
+MAX_REQUEST_ID = max_length(B.GrantCreditsRequest, "request_id")
 MAX_GRANT = 10**12
 
 
