@@ -250,3 +250,16 @@ def test_a_forged_page_token_is_invalid_page_token_on_every_list(rest, victim):
             reply = rest.get(path, headers=victim.headers, params={"pageToken": token})
             assert reply.status_code == 400, (path, token[:40], reply.text)
             assert "INVALID_PAGE_TOKEN" in reply.text or "MALFORMED_REQUEST" in reply.text, reply.text
+
+
+def test_a_rest_body_over_a_mebibyte_is_a_json_413_before_any_service(rest):
+    reply = rest.post("/v1/auth/signup", content=b'{"email": "' + b"a" * (1024 * 1024) + b'"}', headers={"content-type": "application/json"})
+    assert reply.status_code == 413
+    assert reply.json()["reason"] == "request_payload_too_large"
+
+
+def test_a_long_path_or_query_is_refused_with_a_reason_not_a_transport_error(rest, victim):
+    for path, params in (("/v1/jobs/" + "j" * 20_000, None), ("/v1/assets", {"job": "jobs/" + "j" * 20_000})):
+        reply = rest.get(path, headers=victim.headers, params=params)
+        assert reply.status_code == 400, reply.text[:300]
+        assert "VALUE_TOO_LONG" in reply.text and len(reply.text) < 2000

@@ -102,7 +102,15 @@ def test_edge_behaviour_is_configured():
     p = envoy_config.parts(doc)
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["codec_type"] == "AUTO"
-    assert p["http_filters"] == ["envoy.filters.http.cors", "envoy.filters.http.grpc_json_transcoder", "envoy.filters.http.router"]
+    assert p["http_filters"] == [
+        "envoy.filters.http.cors", "envoy.filters.http.buffer", "envoy.filters.http.grpc_json_transcoder", "envoy.filters.http.router"
+    ]  # fmt: skip
+    # REST bodies are capped (a JSON 413); native gRPC and the blob uploads are not buffered.
+    buffer = next(f for f in hcm["http_filters"] if f["name"] == "envoy.filters.http.buffer")
+    assert buffer["disabled"] is True
+    rest_route = p["routes"][-1]
+    assert rest_route["match"]["headers"][0]["invert_match"] is True
+    assert rest_route["typed_per_filter_config"]["envoy.filters.http.buffer"]["buffer"]["max_request_bytes"] == 1048576
 
     t = p["transcoder"]
     assert t["convert_grpc_status"] is True
