@@ -196,6 +196,8 @@ def build_task(
     )
     task.time_limit.CopyFrom(duration_pb2.Duration(seconds=int(time_limit(job))))
     task.create_time.GetCurrentTime()
+    if job.HasField("media_duration"):  # what the job is priced by: stages make no more of the input than that
+        task.media_duration.CopyFrom(job.media_duration)
     source_media = R.ArtifactRef(role=R.ARTIFACT_ROLE_SOURCE_MEDIA, asset=job.input_asset)
     stage = node.stage
     dubbing = job.dubbing_options

@@ -27,7 +27,7 @@ from octavia_runtime.pagination import keyset_after, keyset_page, page_size
 from octavia_runtime.resources import parse_name, timestamp
 
 from .probe import MediaRejected, check_upload, probe
-from .storage import BlobNotFound, BlobStore, InvalidKey, check_key
+from .storage import UPLOADS_PREFIX, BlobNotFound, BlobStore, InvalidKey, check_key
 from .store import COMPLETED, EXPIRED, FAILED, PENDING, AssetRow, MediaStore, UploadRow
 
 UPLOAD_TTL = timedelta(hours=1)  # how long an upload URL works (and an upload waits for completion)
@@ -89,7 +89,7 @@ class MediaApi(media_pb2_grpc.MediaServiceServicer):
             filename=filename,
             content_type=content_type,
             size_bytes=request.size_bytes,
-            staging_key=f"uploads/{upload_id}/{key_safe_filename(filename)}",
+            staging_key=f"{UPLOADS_PREFIX}{upload_id}/{key_safe_filename(filename)}",
             request_id=request.request_id or None,
             expire_time=_now() + UPLOAD_TTL,
         )

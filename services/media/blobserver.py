@@ -12,14 +12,19 @@ like Envoy's own errors: {"code": 403, "message": "...", "reason": "SIGNATURE_EX
 A PUT streams its body to a temporary file on the store's filesystem and
 renames it into place when complete, so readers see the old blob or the new
 one, never a part; a body over the signed maximum is refused (413) and its
-partial file deleted. A GET serves the file with the signed presentation
-(Content-Disposition, Content-Type) and supports Range requests.
+partial file deleted. A signature cannot be taken back, so a PUT also asks
+`put_check` whether its key still takes a file (an upload's staging key stops
+when the upload is completed, refused or expired: 409 UPLOAD_CLOSED), before
+reading the body and again before storing it. A GET serves the file with the
+signed presentation (Content-Disposition, Content-Type) and supports Range
+requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -36,6 +41,11 @@ _READ_CHUNK = 256 * 1024
 _LINGER_S = 2.0
 
 
+# Asked before a PUT to a key reads its body (False) and before it stores it (True):
+# None, or why not as (HTTP status, reason, message).
+PutCheck = Callable[[str, bool], Awaitable[tuple[int, str, str] | None]]
+
+
 class _Refused(Exception):
     def __init__(self, status: int, reason: str, message: str):
         super().__init__(message)
@@ -49,9 +59,19 @@ def _error(status: int, reason: str, message: str) -> web.Response:
 class BlobServer:
     """Serves `store`'s blobs over HTTP on host:port (port 0: any free port, see `.port`)."""
 
-    def __init__(self, store: LocalBlobStore, signing_key: str, *, host: str = "0.0.0.0", port: int, grace_s: float = 10):
+    def __init__(
+        self,
+        store: LocalBlobStore,
+        signing_key: str,
+        *,
+        host: str = "0.0.0.0",
+        port: int,
+        grace_s: float = 10,
+        put_check: PutCheck | None = None,
+    ):
         self.store = store
         self._signing_key = signing_key
+        self._put_check = put_check
         self.host = host
         self.port = port
         self.grace_s = grace_s  # at shutdown, transfers under way get this long to finish
@@ -127,14 +147,27 @@ class BlobServer:
         if limit is not None and request.content_length is not None and request.content_length > limit:
             raise _Refused(413, "UPLOAD_TOO_LARGE", f"the body is {request.content_length} bytes; the URL allows at most {limit}")
 
+        await self._check_put(key, arrived=False)
         temp = self.store.incoming_path()
         try:
             size = await self._receive(request, temp, limit)
+            await self._check_put(key, arrived=True)  # the upload may have closed while the body came
             await asyncio.to_thread(self.store.commit, temp, key)
         finally:
             await asyncio.to_thread(temp.unlink, missing_ok=True)
         log.info("blobs.stored", key=key, size_bytes=size)
         return web.json_response({"size_bytes": size})
+
+    async def _check_put(self, key: str, *, arrived: bool) -> None:
+        if self._put_check is None:
+            return
+        try:
+            refusal = await self._put_check(key, arrived)
+        except Exception as exc:  # noqa: BLE001 - the database is away: the client may retry
+            log.warning("blobs.put_check_failed", key=key, error=str(exc) or type(exc).__name__)
+            raise _Refused(503, "UNAVAILABLE", "whether this URL still takes a file cannot be checked now; retry") from None
+        if refusal is not None:
+            raise _Refused(*refusal)
 
     async def _receive(self, request: web.Request, temp: Path, limit: int | None) -> int:
         """Stream the body into `temp`; refused (413) as soon as it passes `limit`."""

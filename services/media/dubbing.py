@@ -38,7 +38,7 @@ _POLICIES = {P.FIT_POLICY_EXTEND_VIDEO: fit.FitPolicy.EXTEND_VIDEO}
 class DubSettings:
     job: str
     language: str
-    media_duration: float
+    media_duration: float  # the job's paid duration: no more of the source is used
     policy: int  # a FitPolicy value
     limits: fit.FitLimits
     background_level: float
@@ -90,13 +90,16 @@ def mix_dub(
     voice = folder / "voice.wav"
     mixing.voice_track(placed, mixing.MIX_SAMPLE_RATE, _track_length(placed, report.output_duration), voice)
 
+    paid = settings.media_duration or None
     background: Path = source
+    limit = paid
     holds = holds_of(message)
     if holds and settings.background_level:
         background = folder / "background.wav"
-        mixing.hold_audio(source, holds, background)
+        mixing.hold_audio(source, holds, background, max_seconds=paid)
+        limit = None  # already the paid length plus the holds, on purpose
     mixed = folder / "mixed.wav"
-    mixing.mix(background, voice, mixed, background_level=settings.background_level)
+    mixing.mix(background, voice, mixed, background_level=settings.background_level, max_seconds=limit)
     return message, mixed
 
 
@@ -108,6 +111,7 @@ class MuxSettings:
     soft_subtitles: bool
     burn_in: bool
     frame_rate: float
+    media_duration: float | None = None  # the job's paid duration: no more of the source is used
 
 
 def mux_dub(
@@ -125,7 +129,7 @@ def mux_dub(
     holds = holds_of(report)
     if holds:
         video = folder / "extended.mp4"
-        mixing.extend_picture(source, holds, video)
+        mixing.extend_picture(source, holds, video, max_seconds=settings.media_duration)
     srt = None
     if settings.soft_subtitles or settings.burn_in:
         srt = folder / f"{settings.language}.srt"
@@ -140,6 +144,8 @@ def mux_dub(
         original_language=settings.source_language or None,
         subtitles=(srt, settings.language) if srt and settings.soft_subtitles else None,
         burn_in=srt if settings.burn_in else None,
+        # An extended picture is already the paid length plus the holds, on purpose.
+        max_seconds=None if holds else settings.media_duration,
     )
 
 

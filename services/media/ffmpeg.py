@@ -21,6 +21,8 @@ import imageio_ffmpeg
 
 ASR_SAMPLE_RATE = 16000  # what Whisper expects
 _STDERR_TAIL_LINES = 15
+# Read this far past a limit: a codec's delay and rounding never cut what the limit allows.
+_READ_MARGIN_S = 1.0
 
 
 class FfmpegError(RuntimeError):
@@ -39,6 +41,11 @@ def ffmpeg_exe() -> str:
 
 def default_audio_stream(src: str | os.PathLike) -> int:
     """Index of the audio stream a player would choose: the one marked default, else the first."""
+    return _default_audio(src)[0]
+
+
+def _default_audio(src: str | os.PathLike) -> tuple[int, int]:
+    """(index, sample rate) of the default audio stream; the rate is 0 when the header has none."""
     try:
         container = av.open(os.fspath(src), metadata_errors="ignore")
     except av.FFmpegError as exc:
@@ -48,17 +55,35 @@ def default_audio_stream(src: str | os.PathLike) -> int:
         if not audio:
             raise FfmpegError(f"{src} has no audio stream", None)
         marked = [s for s in audio if s.disposition & av.stream.Disposition.default]
-        return (marked or audio)[0].index
+        stream = (marked or audio)[0]
+        return stream.index, stream.codec_context.sample_rate or 0
 
 
-def extract_audio(src: str | os.PathLike, dst: str | os.PathLike, sample_rate: int = ASR_SAMPLE_RATE) -> None:
-    """The default audio stream of `src` as 16-bit mono PCM WAV at `sample_rate` (speech recognition's input)."""
-    _run_to_wav(src, dst, f"extracting the audio of {src} failed", ac=1, ar=sample_rate, acodec="pcm_s16le")
+def limit_samples(max_seconds: float, sample_rate: int) -> str:
+    """Filters that pass at most `max_seconds` of audio, counted in samples at `sample_rate`
+    (which they resample to). A cut by timestamps (`-t`, `atrim=end=`) trusts the file:
+    squeezed timestamps would let an hour of samples through a one-minute limit."""
+    return f"aresample={sample_rate},atrim=end_sample={round(max_seconds * sample_rate)}"
 
 
-def extract_original_audio(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """The default audio stream of `src` as WAV at its own rate and channels (the mix's background)."""
-    _run_to_wav(src, dst, f"extracting the original audio of {src} failed", acodec="pcm_s16le")
+def read_seconds(max_seconds: float) -> str:
+    """The input option `-t` that stops reading a file soon after `max_seconds`: by its
+    timestamps, so only to save work (`limit_samples` and the callers' cuts are exact)."""
+    return f"{max_seconds + _READ_MARGIN_S:.3f}"
+
+
+def extract_audio(
+    src: str | os.PathLike, dst: str | os.PathLike, sample_rate: int = ASR_SAMPLE_RATE, *, max_seconds: float | None = None
+) -> None:
+    """The default audio stream of `src` as 16-bit mono PCM WAV at `sample_rate` (speech recognition's input),
+    at most `max_seconds` of it (the job's paid duration) when given."""
+    _run_to_wav(src, dst, f"extracting the audio of {src} failed", sample_rate, max_seconds, ac=1, acodec="pcm_s16le")
+
+
+def extract_original_audio(src: str | os.PathLike, dst: str | os.PathLike, *, max_seconds: float | None = None) -> None:
+    """The default audio stream of `src` as WAV at its own rate and channels (the mix's background),
+    at most `max_seconds` of it when given."""
+    _run_to_wav(src, dst, f"extracting the original audio of {src} failed", None, max_seconds, acodec="pcm_s16le")
 
 
 @contextlib.contextmanager
@@ -94,12 +119,23 @@ def run(args: Sequence[str], what: str, *, stdin: bytes | None = None) -> str:
     return done.stderr.decode(errors="replace")
 
 
-def _run_to_wav(src: str | os.PathLike, dst: str | os.PathLike, what: str, **options) -> None:
-    stream = default_audio_stream(src)
+def _run_to_wav(
+    src: str | os.PathLike, dst: str | os.PathLike, what: str, sample_rate: int | None, max_seconds: float | None, **options
+) -> None:
+    stream, source_rate = _default_audio(src)
+    if sample_rate:
+        options["ar"] = sample_rate
+    limit: dict[str, str] = {}
+    if max_seconds is not None:
+        rate = sample_rate or source_rate
+        if not rate:
+            raise FfmpegError(f"{src}: its audio stream has no sample rate to count a limit in", None)
+        limit["t"] = read_seconds(max_seconds)
+        options["af"] = limit_samples(max_seconds, rate)
     with replacing(dst) as temp:
         try:
             (
-                ffmpeg_python.input(os.fspath(src))
+                ffmpeg_python.input(os.fspath(src), **limit)
                 # RF64 past 4 GiB, where a plain WAV header overflows (hours of multichannel audio).
                 .output(os.fspath(temp), map=f"0:{stream}", format="wav", rf64="auto", map_metadata=-1, **options)
                 .global_args("-nostdin", "-hide_banner")

@@ -29,7 +29,7 @@ import av
 import numpy as np
 
 from octavia_runtime.languages import three_letter_code
-from services.media.ffmpeg import FfmpegError, default_audio_stream, replacing, run
+from services.media.ffmpeg import FfmpegError, default_audio_stream, limit_samples, read_seconds, replacing, run
 
 # The mix is made at the rate AAC and MP3 encoders like best, in stereo whatever the
 # source: the outputs are for listening, and a dub of a 5.1 film is still a stereo dub.
@@ -112,6 +112,7 @@ def mix(
     *,
     background_level: float = DEFAULT_BACKGROUND_LEVEL,
     target_lufs: float | None = DEFAULT_TARGET_LUFS,
+    max_seconds: float | None = None,
 ) -> None:
     """The voice track over the original audio, as a 48 kHz stereo 16-bit WAV as long as the
     longer of the two (speech that runs past the original's end is never cut).
@@ -129,6 +130,9 @@ def mix(
     when that gain would push true peaks over -1.5 dBTP or the loudness range is
     wider than 11 LU). Expect about 2 s per minute of audio. `target_lufs=None`
     skips it, as does a mix that is all silence, which has no loudness to correct.
+
+    `max_seconds` (the job's paid duration) bounds how much of the original is
+    used; the voice is never cut.
     """
     if not 0 <= background_level <= 1:
         raise ValueError(f"background_level must be between 0 and 1, not {background_level}")
@@ -136,12 +140,13 @@ def mix(
     if background_level:
         depth = _duck_depth(voice).astype("<f4").tobytes()
         stream = default_audio_stream(original_audio)
-        inputs = ["-i", os.fspath(original_audio), "-i", os.fspath(voice),
+        limit = "" if max_seconds is None else "," + limit_samples(max_seconds, MIX_SAMPLE_RATE)
+        inputs = [*_read(max_seconds), "-i", os.fspath(original_audio), "-i", os.fspath(voice),
                   "-f", "f32le", "-ar", str(_ENVELOPE_RATE), "-ac", "1", "-i", "pipe:0"]  # fmt: skip
         # mix = original + voice - (1 - level) * original * depth: the depth stream is 0 away
         # from the voice, so padding it with silence past the voice's end ducks nothing.
         graph = (
-            f"[0:{stream}]{_mix_format()},asplit[bg][under];"
+            f"[0:{stream}]{_mix_format()}{limit},asplit[bg][under];"
             f"[2:a]aresample={MIX_SAMPLE_RATE},aformat=sample_fmts=fltp,pan={MIX_LAYOUT}|c0=c0|c1=c0,apad[depth];"
             f"[under][depth]amultiply,volume={background_level - 1:.6f}[duck];"
             f"[1:a:0]{_mix_format()}[voice];"
@@ -191,6 +196,7 @@ def mux_video(
     original_language: str | None = None,
     subtitles: tuple[str | os.PathLike, str] | None = None,
     burn_in: str | os.PathLike | None = None,
+    max_seconds: float | None = None,
 ) -> None:
     """An MP4 of `video_in`'s picture with the dub as its default sound.
 
@@ -206,9 +212,13 @@ def mux_video(
     `burn_in` draws that subtitle file into the picture with libass and the font
     the project ships. That re-encodes the video (H.264, CRF 18), so the stream
     is no longer the source's; everything else stays as above.
+
+    `max_seconds` (the job's paid duration) bounds what is taken of `video_in`,
+    its picture and original audio (copied packets: by their timestamps).
     """
     video_in, dubbed_audio = os.fspath(video_in), os.fspath(dubbed_audio)
-    inputs = ["-i", video_in, "-i", dubbed_audio]
+    read = [] if max_seconds is None else ["-t", f"{max_seconds:.6f}"]
+    inputs = [*read, "-i", video_in, "-i", dubbed_audio]
     maps = ["-map", "0:v:0", "-map", "1:a:0"]
     codecs = [*_DUB_AUDIO, "-metadata:s:a:0", f"language={three_letter_code(language)}", "-disposition:a:0", "default"]
     if original_audio:
@@ -263,24 +273,34 @@ def wav_seconds(path: str | os.PathLike) -> float:
 
 
 def hold_audio(
-    media_in: str | os.PathLike, holds: Sequence[tuple[float, float]], out: str | os.PathLike
+    media_in: str | os.PathLike,
+    holds: Sequence[tuple[float, float]],
+    out: str | os.PathLike,
+    *,
+    max_seconds: float | None = None,
 ) -> list[tuple[float, float]]:
     """The default audio stream of `media_in` with silence inserted where `extend_picture`
     holds its picture (the same holds snap to the same frames), as a WAV: the
-    background of a dub whose picture is extended. Returns the holds as made."""
+    background of a dub whose picture is extended. Returns the holds as made.
+    `max_seconds` (the job's paid duration) bounds what is taken of `media_in`."""
     media_in = os.fspath(media_in)
-    fps, frames, audio = _video_layout(media_in)
+    fps, frames, audio = _video_layout(media_in, max_seconds)
     if audio is None:
         raise FfmpegError(f"{media_in} has no audio stream", None)
     cuts = _hold_cuts(holds, fps, frames)
+    graph = _hold_graph(cuts, fps, audio, picture=False, end_frame=None if max_seconds is None else frames)
     with replacing(out) as temp:
-        run(["-i", media_in, "-filter_complex", _hold_graph(cuts, fps, audio, picture=False), "-map", "[a]",
+        run([*_read(max_seconds), "-i", media_in, "-filter_complex", graph, "-map", "[a]",
              "-c:a", "pcm_s16le", "-rf64", "auto", "-f", "wav", os.fspath(temp)], f"holding the audio of {media_in}")  # fmt: skip
     return [(float(frame / fps), float(count / fps)) for frame, count in cuts]
 
 
 def extend_picture(
-    video_in: str | os.PathLike, holds: Sequence[tuple[float, float]], out: str | os.PathLike
+    video_in: str | os.PathLike,
+    holds: Sequence[tuple[float, float]],
+    out: str | os.PathLike,
+    *,
+    max_seconds: float | None = None,
 ) -> list[tuple[float, float]]:
     """`video_in` made longer by holding its picture: for each `(at_s, extra_s)` the frame
     ending at `at_s` stays on screen `extra_s` longer, and the audio (if any) gets as
@@ -297,14 +317,17 @@ def extend_picture(
     This re-encodes the video (H.264, CRF 18) and the audio (AAC): a frozen frame
     cannot be made by copying packets. Mux the result with `mux_video`, which then
     copies this new stream.
+
+    `max_seconds` (the job's paid duration) bounds what is taken of `video_in`: the
+    output is that plus the holds.
     """
     video_in = os.fspath(video_in)
-    fps, frames, audio = _video_layout(video_in)
+    fps, frames, audio = _video_layout(video_in, max_seconds)
     cuts = _hold_cuts(holds, fps, frames)
-    graph = _hold_graph(cuts, fps, audio)
+    graph = _hold_graph(cuts, fps, audio, end_frame=None if max_seconds is None else frames)
     outputs = ["-map", "[v]", *_X264] + (["-map", "[a]", "-c:a", "aac", "-b:a", "192k"] if audio else [])
     with replacing(out) as temp:
-        run(["-i", video_in, "-filter_complex", graph, *outputs, "-movflags", "+faststart", "-f", "mp4",
+        run([*_read(max_seconds), "-i", video_in, "-filter_complex", graph, *outputs, "-movflags", "+faststart", "-f", "mp4",
              os.fspath(temp)], f"holding the picture of {video_in}")  # fmt: skip
     return [(float(frame / fps), float(count / fps)) for frame, count in cuts]
 
@@ -411,8 +434,14 @@ def _codec_name(path: str, stream: int) -> str:
         return container.streams[stream].codec_context.name
 
 
-def _video_layout(path: str) -> tuple[Fraction, int, tuple[int, int] | None]:
-    """The first video stream's frame rate and frame count, and (index, sample rate) of the default audio stream if any."""
+def _read(max_seconds: float | None) -> list[str]:
+    """Input options that stop reading soon after `max_seconds` (to save work; the cuts are the filters')."""
+    return [] if max_seconds is None else ["-t", read_seconds(max_seconds)]
+
+
+def _video_layout(path: str, max_seconds: float | None = None) -> tuple[Fraction, int, tuple[int, int] | None]:
+    """The first video stream's frame rate and frame count (of the first `max_seconds`, when
+    given, rather than the header's), and (index, sample rate) of the default audio stream if any."""
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.FFmpegError as exc:
@@ -422,7 +451,10 @@ def _video_layout(path: str) -> tuple[Fraction, int, tuple[int, int] | None]:
             raise FfmpegError(f"{path} has no video stream", None)
         video = container.streams.video[0]
         fps = video.average_rate or video.guessed_rate
-        frames = video.frames or round(float(container.duration or 0) / av.time_base * fps)
+        if max_seconds is not None:
+            frames = round(max_seconds * fps)
+        else:
+            frames = video.frames or round(float(container.duration or 0) / av.time_base * fps)
         audio = None
         if container.streams.audio:
             stream = default_audio_stream(path)
@@ -451,11 +483,19 @@ def _hold_cuts(holds: Sequence[tuple[float, float]], fps: Fraction, frames: int)
     return cuts
 
 
-def _hold_graph(cuts: Sequence[tuple[int, int]], fps: Fraction, audio: tuple[int, int] | None, *, picture: bool = True) -> str:
+def _hold_graph(
+    cuts: Sequence[tuple[int, int]],
+    fps: Fraction,
+    audio: tuple[int, int] | None,
+    *,
+    picture: bool = True,
+    end_frame: int | None = None,
+) -> str:
     """A filtergraph that cuts the picture (and audio) at each boundary, pads each piece
     but the last with its held frames (and silence), and joins the pieces again.
-    Without `picture`, only the audio: outputs [a]."""
-    bounds: list[int | None] = [0, *(frame for frame, _ in cuts), None]
+    Without `picture`, only the audio: outputs [a]. The last piece ends at `end_frame`
+    (frames and samples counted, not timestamps) when given, else at the input's end."""
+    bounds: list[int | None] = [0, *(frame for frame, _ in cuts), end_frame]
     pieces = len(bounds) - 1
     graph = [f"[0:v:0]split={pieces}" + "".join(f"[v{i}]" for i in range(pieces))] if picture else []
     if audio:

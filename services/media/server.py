@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import structlog
@@ -12,10 +13,10 @@ from octavia_runtime import bus
 from octavia_runtime.server import Runtime, Service
 
 from .api import MediaApi
-from .blobserver import BlobServer
+from .blobserver import BlobServer, PutCheck
 from .stages import MediaStages
-from .storage import BlobStore, LocalBlobStore, open_store
-from .store import MediaStore
+from .storage import UPLOADS_PREFIX, BlobStore, LocalBlobStore, open_store
+from .store import COMPLETED, FAILED, PENDING, MediaStore
 
 log = structlog.get_logger("media")
 SWEEP_INTERVAL_S = 300
@@ -32,7 +33,11 @@ async def setup(rt: Runtime) -> None:
     if isinstance(blobs, LocalBlobStore):
         # The local backend's signed URLs are served here (users reach it through Envoy's /blobs/).
         server = BlobServer(
-            blobs, rt.config.blob_signing_key, port=rt.config.blob_port, grace_s=rt.config.grace_period_s
+            blobs,
+            rt.config.blob_signing_key,
+            port=rt.config.blob_port,
+            grace_s=rt.config.grace_period_s,
+            put_check=upload_put_check(store),
         )
         await server.start()
         rt.background(server.serve(), name="blobs.serve")
@@ -42,19 +47,72 @@ async def setup(rt: Runtime) -> None:
     rt.run_stages(MediaStages(blobs, store).handlers(), concurrency=2)
 
 
+def upload_put_check(store: MediaStore) -> PutCheck:
+    """The blob server's PUT check: a staging key takes a file only while its upload is
+    PENDING and unexpired (a PUT begun before the expiry may finish within SWEEP_GRACE,
+    before the sweep looks) and no CompleteUpload is moving what arrived. Other keys
+    (job artifacts, whose URLs only workers get) always do."""
+
+    async def check(key: str, arrived: bool) -> tuple[int, str, str] | None:
+        if not key.startswith(UPLOADS_PREFIX):
+            return None
+        window = await store.put_window(key, SWEEP_GRACE)
+        if window is None:
+            return 404, "UPLOAD_NOT_FOUND", "no upload has this URL"
+        if window.state == COMPLETED:
+            return 409, "UPLOAD_CLOSED", "the upload was completed and its file is an asset now; start a new upload to send another"
+        if window.state == FAILED:
+            return 409, "UPLOAD_CLOSED", "the upload was refused; start a new upload"
+        if window.state != PENDING or (window.past_grace if arrived else window.expired):
+            return 409, "UPLOAD_CLOSED", "the upload expired before it was completed; start a new upload"
+        if window.completing:
+            return 409, "UPLOAD_COMPLETING", "the upload is being completed; a file sent now would not be part of it"
+        return None
+
+    return check
+
+
 async def sweep_uploads(store: MediaStore, blobs: BlobStore) -> None:
-    """Delete what abandoned uploads left in storage: files never completed, and files PUT again
-    to an upload URL after its upload was completed or refused. Each upload is swept once."""
+    """Every SWEEP_INTERVAL_S, `sweep_uploads_once`."""
     while True:
         try:
-            while due := await store.uploads_to_sweep(SWEEP_GRACE, SWEEP_BATCH):
-                for _, key in due:
-                    await blobs.delete(key)
-                await store.mark_swept([upload_id for upload_id, _ in due])
-                log.info("uploads.swept", count=len(due))
+            await sweep_uploads_once(store, blobs)
         except Exception as exc:  # noqa: BLE001 - a database or storage outage: try again next round
             log.warning("uploads.sweep_failed", error=str(exc) or type(exc).__name__)
         await asyncio.sleep(SWEEP_INTERVAL_S)
+
+
+async def sweep_uploads_once(store: MediaStore, blobs: BlobStore) -> int:
+    """Delete what uploads left in storage that nothing will use; returns how many blobs.
+
+    Uploads expired for longer than SWEEP_GRACE are marked EXPIRED (if never completed)
+    and their staging key emptied, once each. Then every blob under a staging key whose
+    upload is no longer PENDING goes: a presigned S3 URL cannot be revoked, so a PUT to
+    it after CompleteUpload (or a refusal) lands whatever the upload's state, every round
+    until the URL expires.
+    """
+    deleted = 0
+    while due := await store.uploads_to_sweep(SWEEP_GRACE, SWEEP_BATCH):
+        for _, key in due:
+            deleted += await blobs.delete(key)
+        await store.mark_swept([upload_id for upload_id, _ in due])
+    keys = await blobs.list_keys(UPLOADS_PREFIX)
+    for start in range(0, len(keys), SWEEP_BATCH):
+        owners = {key: _upload_of(key) for key in keys[start : start + SWEEP_BATCH]}
+        states = await store.upload_states([upload_id for upload_id in owners.values() if upload_id is not None])
+        for key, upload_id in owners.items():
+            if states.get(upload_id) != PENDING:  # closed, or no upload at all
+                deleted += await blobs.delete(key)
+    if deleted:
+        log.info("uploads.swept", blobs=deleted)
+    return deleted
+
+
+def _upload_of(staging_key: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(staging_key.removeprefix(UPLOADS_PREFIX).split("/", 1)[0])
+    except ValueError:
+        return None
 
 
 SERVICE = Service(

@@ -62,6 +62,13 @@ class MediaStages:
             except MediaRejected as exc:
                 raise permanent(exc.reason, exc.message) from None
 
+    async def _paid_seconds(self, ctx: StageContext, row: AssetRow) -> float | None:
+        """How much of the input the job paid for: the task says (the job's media duration);
+        a task from before it did falls back on the input's probe."""
+        paid = ctx.task.media_duration if ctx.task.HasField("media_duration") else (await self._media_info(row)).duration
+        seconds = paid.ToNanoseconds() / 1e9
+        return seconds if seconds > 0 else None
+
     async def probe(self, ctx: StageContext) -> StageOutput:
         """The input's media info, checked again against what the job needs."""
         info = await self._media_info(await self._source(ctx))
@@ -72,14 +79,16 @@ class MediaStages:
         return StageOutput([], R.ProbeResult(media_info=info))
 
     async def extract_audio(self, ctx: StageContext) -> StageOutput:
-        key = (await self._source(ctx)).storage_key
+        """The speech track, no longer than the job paid for (whatever the file holds past that)."""
+        row = await self._source(ctx)
+        paid = await self._paid_seconds(ctx, row)
         rate = ctx.task.extract_audio.asr_sample_rate_hertz or 16000
         target = ctx.output(R.ARTIFACT_ROLE_ASR_AUDIO)
         with tempfile.TemporaryDirectory(prefix="octavia-extract-") as tmp:
             out = Path(tmp) / "asr.wav"
-            async with self.storage.local_copy(key) as source:
+            async with self.storage.local_copy(row.storage_key) as source:
                 try:
-                    await asyncio.to_thread(ffmpeg.extract_audio, source, out, rate)
+                    await asyncio.to_thread(ffmpeg.extract_audio, source, out, rate, max_seconds=paid)
                 except ffmpeg.FfmpegError as exc:
                     raise permanent("MEDIA_UNREADABLE", f"the audio could not be decoded: {exc}") from None
             stored = _stored(target, await self.storage.put_file(target.key, out, target.content_type))
@@ -133,8 +142,7 @@ class MediaStages:
     async def mix(self, ctx: StageContext) -> StageOutput:
         """Fit the language's speech into the original timing and mix it over the original audio."""
         row = await self._source(ctx)
-        info = await self._media_info(row)
-        settings = dubbing.DubSettings.of(ctx.task, info.duration.ToTimedelta().total_seconds())
+        settings = dubbing.DubSettings.of(ctx.task, await self._paid_seconds(ctx, row) or 0.0)
         refs = sorted((r for r in ctx.task.inputs if r.role == R.ARTIFACT_ROLE_SPEECH_SEGMENT), key=lambda r: r.segment_index)
         with tempfile.TemporaryDirectory(prefix="octavia-mix-") as tmp:
             folder = Path(tmp)
@@ -188,6 +196,7 @@ class MediaStages:
             params.soft_subtitles,
             params.burn_in,
             params.frame_rate or 25.0,
+            await self._paid_seconds(ctx, row),
         )
         with tempfile.TemporaryDirectory(prefix="octavia-mux-") as tmp:
             folder = Path(tmp)

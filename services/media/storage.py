@@ -40,6 +40,7 @@ from . import signing
 MAX_KEY_BYTES = 1024  # S3's limit, applied to both backends so a key works on either
 BLOB_PATH = "/blobs/"  # where the blob server (and Envoy's route to it) serves keys
 INCOMING_DIR = ".incoming"  # the local backend's temporary files; no key can start with a dot
+UPLOADS_PREFIX = "uploads/"  # where uploads are staged: uploads/<upload id>/<file>
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -117,6 +118,9 @@ class BlobStore(Protocol):
 
     async def delete_prefix(self, prefix: str) -> int:
         """Delete every blob whose key starts with `prefix` (which ends with /); returns how many."""
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        """The keys of every blob under `prefix` (which ends with /)."""
 
     async def move(self, src: str, dst: str) -> None:
         """Move a blob to another key (replacing any blob there); BlobNotFound if `src` is absent."""
@@ -248,6 +252,15 @@ class LocalBlobStore:
         shutil.rmtree(folder, ignore_errors=True)
         self._prune(folder.parent)
         return count
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        folder = self.path_of(check_prefix(prefix)[:-1])
+        return await asyncio.to_thread(self._keys_under, folder)
+
+    def _keys_under(self, folder: Path) -> list[str]:
+        if not folder.is_dir():
+            return []
+        return sorted(path.relative_to(self.root).as_posix() for path in folder.rglob("*") if path.is_file())
 
     async def move(self, src: str, dst: str) -> None:
         source, target = self.path_of(src), self.path_of(dst)
@@ -419,6 +432,14 @@ class S3BlobStore:
                     raise RuntimeError(f"S3 refused to delete {len(errors)} objects under {prefix}: {errors[0]}")
                 deleted += len(keys)
         return deleted
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        check_prefix(prefix)
+        return await asyncio.to_thread(self._list_keys, prefix)
+
+    def _list_keys(self, prefix: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
     async def move(self, src: str, dst: str) -> None:
         from botocore.exceptions import ClientError

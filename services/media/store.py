@@ -40,6 +40,16 @@ class UploadRow:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class PutWindow:
+    """What decides whether a PUT to an upload's staging key may still store its body."""
+
+    state: int
+    expired: bool  # past its expiry: no PUT may begin
+    past_grace: bool  # and past the grace a PUT begun just before the expiry gets to finish
+    completing: bool  # a CompleteUpload is moving what arrived
+
+
 _COLUMNS = "id, owner_id, kind, filename, content_type, size_bytes, media_info, job_id, storage_key, created_at"
 _UPLOAD_COLUMNS = (
     "id, owner_id, filename, content_type, size_bytes, state, staging_key, request_id, asset_id, failure_reason,"
@@ -273,6 +283,21 @@ class MediaStore:
             limit,
         )
         return [(row["id"], row["staging_key"]) for row in rows]
+
+    async def put_window(self, staging_key: str, grace: timedelta) -> PutWindow | None:
+        """Whether the upload of `staging_key` still takes its file; None if no upload has that key."""
+        row = await self.pool.fetchrow(
+            "SELECT state, expire_time <= now() AS expired, expire_time <= now() - $2::interval AS past_grace,"
+            " coalesce(completing_until > now(), false) AS completing FROM uploads WHERE staging_key = $1",
+            staging_key,
+            grace,
+        )
+        return PutWindow(**row) if row else None
+
+    async def upload_states(self, upload_ids: list[UUID]) -> dict[UUID, int]:
+        """The state of each of these uploads that exists."""
+        rows = await self.pool.fetch("SELECT id, state FROM uploads WHERE id = ANY($1::uuid[])", upload_ids)
+        return {row["id"]: row["state"] for row in rows}
 
     async def mark_swept(self, upload_ids: list[UUID]) -> None:
         await self.pool.execute(

@@ -6,15 +6,21 @@ Blob storage is the stack's local backend (config.storage_dir).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from datetime import timedelta
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
+import asyncpg
 import httpx
 import pytest
 from octavia.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from services.media import signing
+from services.media.server import SWEEP_GRACE, sweep_uploads_once
+from services.media.storage import LocalBlobStore
+from services.media.store import MediaStore
 
 from .conftest import PASSWORD, SignedIn, new_email
 from .media_fixtures import Uploads, blob_files, media_samples, move_upload_expiry_to_the_past  # noqa: F401 - a fixture
@@ -244,6 +250,64 @@ def test_a_file_that_is_not_usable_media_is_refused_and_deleted(stack, rest, sig
 def test_a_silent_file_is_still_media(uploads, media_samples):
     upload = uploads.sent(media_samples / "silence.wav", "audio/wav")
     assert uploads.complete(upload["name"]).status_code == 200
+
+
+# ---------------------------------------------------------------------------- an upload URL after its upload is over
+
+
+def staged_files(storage_dir, upload_name: str) -> list:
+    """Files under the upload's staging key (uploads/<id>/...), where its URL PUTs."""
+    folder = storage_dir / "uploads" / upload_name.split("/")[-1]
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_an_upload_url_takes_no_file_once_its_upload_is_completed_refused_or_expired(stack, rest, signed_in, uploads, media_samples):
+    tone, text = media_samples / "tone.mp3", media_samples / "text.mp4"
+    completed = uploads.sent(tone, "audio/mpeg")
+    asset = uploads.complete(completed["name"]).json()["asset"]
+    refused = uploads.sent(text, "video/mp4")
+    assert reason_of(uploads.complete(refused["name"]).json()) == "NOT_MEDIA"
+    expired = uploads.started(tone, "audio/mpeg")
+    move_upload_expiry_to_the_past(stack.database_url, expired["name"])  # its URL's own expiry is still ahead
+
+    for upload, body in ((completed, tone.read_bytes()), (refused, text.read_bytes()), (expired, tone.read_bytes())):
+        late = uploads.put(upload, body)
+        assert late.status_code == 409, late.text
+        assert late.json()["reason"] == "UPLOAD_CLOSED" and late.json()["code"] == 409 and late.json()["message"]
+        assert staged_files(stack.storage_dir, upload["name"]) == [], upload["name"]
+
+    # The asset is untouched: the same bytes download.
+    url = rest.post(f"/v1/{asset['name']}:createDownloadUrl", json={}, headers=signed_in.headers).json()["url"]
+    assert httpx.get(url).content == tone.read_bytes()
+    assert uploads.get(expired["name"]).json()["upload"]["state"] == "UPLOAD_STATE_EXPIRED"
+
+
+def test_the_sweep_deletes_staged_files_no_upload_will_use_and_keeps_pending_ones(stack, uploads, media_samples):
+    """What the blob server cannot refuse (a PUT to a presigned S3 URL, here a file written
+    straight into the store) the media service's periodic sweep deletes."""
+    tone = media_samples / "tone.mp3"
+    completed = uploads.sent(tone, "audio/mpeg")
+    assert uploads.complete(completed["name"]).status_code == 200
+    pending = uploads.sent(tone, "audio/mpeg")
+    abandoned = uploads.sent(tone, "audio/mpeg")
+    move_upload_expiry_to_the_past(stack.database_url, abandoned["name"], SWEEP_GRACE + timedelta(minutes=1))
+    landed = stack.storage_dir / "uploads" / completed["name"].split("/")[-1] / "late.mp3"
+    landed.parent.mkdir(parents=True)
+    landed.write_bytes(tone.read_bytes())
+
+    async def sweep() -> None:
+        pool = await asyncpg.create_pool(stack.database_url, server_settings={"search_path": "media"}, min_size=1, max_size=2)
+        try:
+            await sweep_uploads_once(MediaStore(pool), LocalBlobStore(stack.storage_dir))
+        finally:
+            await pool.close()
+
+    asyncio.run(sweep())
+    assert staged_files(stack.storage_dir, completed["name"]) == []
+    assert staged_files(stack.storage_dir, abandoned["name"]) == []
+    assert uploads.get(abandoned["name"]).json()["upload"]["state"] == "UPLOAD_STATE_EXPIRED"
+    assert len(staged_files(stack.storage_dir, pending["name"])) == 1
+    assert uploads.complete(pending["name"]).status_code == 200
 
 
 # ---------------------------------------------------------------------------- ownership and lists

@@ -1,4 +1,4 @@
-"""Blob storage: the local backend and its HTTP blob server, and the S3 backend against a local moto server."""
+"""Blob storage: the local backend and its HTTP blob server, the S3 backend against a local moto server, and the upload sweep."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +18,9 @@ import pytest
 
 from services.media import signing
 from services.media.blobserver import BlobServer
+from services.media.server import sweep_uploads_once
 from services.media.storage import BlobNotFound, InvalidKey, LocalBlobStore, S3BlobStore
+from services.media.store import COMPLETED, EXPIRED, FAILED, PENDING
 
 SECRET = "a-test-signing-key-of-at-least-32-characters"
 MOTO_SERVER = str(Path(sys.executable).parent / "moto_server")
@@ -303,3 +306,125 @@ async def test_s3_delete_prefix_goes_past_one_listing_page(moto, aws_credentials
     await store.put_file("jobs/j2/keep.wav", source, "audio/wav")
     assert await store.delete_prefix("jobs/j1/") == 1005
     assert await store.size("jobs/j2/keep.wav") == 1
+
+
+# ---------------------------------------------------------------------------- closed uploads: refused PUTs and the sweep
+
+
+async def test_listing_keys_gives_every_blob_under_a_folder_and_nothing_beside_it(store, tmp_path):
+    source = tmp_path / "in.bin"
+    source.write_bytes(b"abc")
+    for key in ("uploads/u1/a.mp3", "uploads/u2/b c.mp4", "uploads10/x.mp3", "assets/u1/a.mp3"):
+        await store.put_file(key, source, "audio/mpeg")
+    assert sorted(await store.list_keys("uploads/")) == ["uploads/u1/a.mp3", "uploads/u2/b c.mp4"]
+    assert await store.list_keys("jobs/") == []
+    with pytest.raises(InvalidKey):
+        await store.list_keys("uploads")
+
+
+@pytest.fixture
+async def checked_blob_server(tmp_path) -> AsyncIterator[tuple[BlobServer, list]]:
+    """A blob server whose PUT check answers what the test puts in `answers` (keyed by `arrived`), and records its calls."""
+    store = LocalBlobStore(tmp_path / "blobs", signing_key=SECRET)
+    await store.prepare()
+    answers: dict[bool, tuple[int, str, str] | None | Exception] = {False: None, True: None}
+    calls: list[tuple[str, bool]] = []
+
+    async def check(key: str, arrived: bool):
+        calls.append((key, arrived))
+        answer = answers[arrived]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    server = BlobServer(store, SECRET, host="127.0.0.1", port=0, put_check=check)
+    await server.start()
+    store.public_url = store.internal_url = f"http://127.0.0.1:{server.port}"
+    yield server, [answers, calls]
+    await server.stop()
+
+
+CLOSED = (409, "UPLOAD_CLOSED", "the upload was completed")
+
+
+async def test_a_put_to_a_closed_upload_is_refused_before_its_body_is_read(checked_blob_server, http):
+    server, (answers, calls) = checked_blob_server
+    answers[False] = CLOSED
+    put = server.store.sign("uploads/u1/a.mp3", "PUT", 60, content_type="audio/mpeg", max_bytes=1000)
+    reply = await http.put(put.url, content=b"x" * 1000, headers=put.headers)
+    assert reply.status_code == 409
+    assert reply.json() == {"code": 409, "message": "the upload was completed", "reason": "UPLOAD_CLOSED"}
+    assert calls == [("uploads/u1/a.mp3", False)]
+    assert stored(server) == []
+
+
+async def test_an_upload_that_closes_while_its_body_arrives_keeps_nothing(checked_blob_server, http):
+    server, (answers, calls) = checked_blob_server
+    answers[True] = CLOSED
+    put = server.store.sign("uploads/u1/a.mp3", "PUT", 60, content_type="audio/mpeg", max_bytes=1000)
+    reply = await http.put(put.url, content=b"x" * 1000, headers=put.headers)
+    assert reply.status_code == 409 and reply.json()["reason"] == "UPLOAD_CLOSED"
+    assert calls == [("uploads/u1/a.mp3", False), ("uploads/u1/a.mp3", True)]
+    assert stored(server) == []  # not even the temporary file
+
+    answers[True] = None  # open all along: stored
+    assert (await http.put(put.url, content=b"x" * 1000, headers=put.headers)).status_code == 200
+    assert stored(server) == ["uploads/u1/a.mp3"]
+
+
+async def test_a_put_whose_upload_cannot_be_checked_is_answered_503_to_retry(checked_blob_server, http):
+    server, (answers, _) = checked_blob_server
+    answers[False] = ConnectionRefusedError("the database is restarting")
+    put = server.store.sign("uploads/u1/a.mp3", "PUT", 60, content_type="audio/mpeg", max_bytes=10)
+    reply = await http.put(put.url, content=b"x" * 10, headers=put.headers)
+    assert reply.status_code == 503 and reply.json()["reason"] == "UNAVAILABLE"
+    assert stored(server) == []
+
+
+class SweptUploads:
+    """The three queries of MediaStore the sweep makes, over uploads kept in a dict:
+    id -> [state, staging key, expired longer than the grace, swept]."""
+
+    def __init__(self):
+        self.rows: dict[uuid.UUID, list] = {}
+
+    def add(self, state: int, *, long_expired: bool = False) -> str:
+        upload_id = uuid.uuid4()
+        key = f"uploads/{upload_id}/talk.mp3"
+        self.rows[upload_id] = [state, key, long_expired, False]
+        return key
+
+    async def uploads_to_sweep(self, older_than, limit):
+        return [(i, row[1]) for i, row in self.rows.items() if row[2] and not row[3]][:limit]
+
+    async def mark_swept(self, upload_ids):
+        for upload_id in upload_ids:
+            row = self.rows[upload_id]
+            row[0], row[3] = (EXPIRED if row[0] == PENDING else row[0]), True
+
+    async def upload_states(self, upload_ids):
+        return {i: self.rows[i][0] for i in upload_ids if i in self.rows}
+
+
+async def test_the_sweep_deletes_what_closed_uploads_still_receive_and_keeps_what_pending_ones_staged(store, tmp_path):
+    """S3 cannot refuse a PUT to a presigned URL: whatever lands on a completed, refused or
+    expired upload's staging key goes at the next sweep, however often it comes back."""
+    uploads = SweptUploads()
+    pending = uploads.add(PENDING)
+    late = {state: uploads.add(state) for state in (COMPLETED, FAILED, EXPIRED)}
+    abandoned = uploads.add(PENDING, long_expired=True)
+    stray = f"uploads/{uuid.uuid4()}/no-upload.mp3"
+    source = tmp_path / "in.bin"
+    source.write_bytes(b"abc")
+    for key in (pending, *late.values(), abandoned, stray, "assets/a1/talk.mp3"):
+        await store.put_file(key, source, "audio/mpeg")
+
+    assert await sweep_uploads_once(uploads, store) == 5  # type: ignore[arg-type]
+    assert await store.list_keys("uploads/") == [pending]
+    assert await store.size("assets/a1/talk.mp3") == 3
+    assert [row[0] for row in uploads.rows.values()] == [PENDING, COMPLETED, FAILED, EXPIRED, EXPIRED]
+
+    await store.put_file(late[COMPLETED], source, "audio/mpeg")  # the URL still works: a second PUT
+    assert await sweep_uploads_once(uploads, store) == 1  # type: ignore[arg-type]
+    assert await sweep_uploads_once(uploads, store) == 0  # type: ignore[arg-type]
+    assert await store.list_keys("uploads/") == [pending]
