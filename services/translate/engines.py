@@ -96,6 +96,11 @@ _ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "prof.", "sr.", "jr.", 
 # Bergamot's models were measured to drop or repeat words past about 100 words of input;
 # a sentence longer than this is cut at a comma, or failing that between words.
 MAX_CHUNK_WORDS = 60
+MAX_CHUNK_CHARS = 500  # and as many characters (60 words of a natural language are about 400)
+# No word of any language is longer. A longer run without a space (a URL, a hash, noise) is kept as it
+# is, untranslated: a model's time grows much faster than the length of such a run (20,000 letters
+# took 250 s of Bergamot's time, even cut into pieces), and there is nothing in it to translate.
+MAX_WORD_CHARS = 64
 
 
 def split_sentences(text: str) -> list[str]:
@@ -118,13 +123,34 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _cut_long(sentence: str) -> Iterator[str]:
-    words = sentence.split()
-    while len(words) > MAX_CHUNK_WORDS:
-        cut = next((i + 1 for i in range(MAX_CHUNK_WORDS - 1, MAX_CHUNK_WORDS // 2, -1) if words[i][-1] in ",;:"), MAX_CHUNK_WORDS)
-        yield " ".join(words[:cut])
-        words = words[cut:]
-    if words:
-        yield " ".join(words)
+    """The sentence in pieces of at most MAX_CHUNK_WORDS words; a run longer than any word is a piece of its own."""
+    words: list[str] = []
+    for word in sentence.split():
+        if len(word) > MAX_WORD_CHARS:
+            yield from _by_words(words)
+            words = []
+            yield word
+        else:
+            words.append(word)
+    yield from _by_words(words)
+
+
+def _verbatim(piece: str) -> bool:
+    """A piece no engine is asked about (see MAX_WORD_CHARS)."""
+    return len(piece) > MAX_WORD_CHARS and not any(ch.isspace() for ch in piece)
+
+
+def _by_words(words: list[str]) -> Iterator[str]:
+    while words:
+        fits, chars = 0, 0
+        while fits < min(len(words), MAX_CHUNK_WORDS) and chars + len(words[fits]) <= MAX_CHUNK_CHARS:
+            chars += len(words[fits]) + 1
+            fits += 1
+        fits = max(fits, 1)
+        if fits < len(words):  # cut at a comma in the second half if there is one
+            fits = next((i + 1 for i in range(fits - 1, fits // 2, -1) if words[i][-1] in ",;:"), fits)
+        yield " ".join(words[:fits])
+        words = words[fits:]
 
 
 def translate_by_sentence(texts: list[str], translate_pieces: Callable[[list[str]], list[str]]) -> list[str]:
@@ -141,9 +167,12 @@ def translate_by_sentence(texts: list[str], translate_pieces: Callable[[list[str
             counts.append(len(parts))
             pieces.extend(parts)
         layout.append(counts)
-    translated = translate_pieces(pieces) if pieces else []
-    if len(translated) != len(pieces):
-        raise EngineFailure(f"the engine returned {len(translated)} translations for {len(pieces)} sentences")
+    wanted = [piece for piece in pieces if not _verbatim(piece)]
+    answers = translate_pieces(wanted) if wanted else []
+    if len(answers) != len(wanted):
+        raise EngineFailure(f"the engine returned {len(answers)} translations for {len(wanted)} sentences")
+    done = iter(answers)
+    translated = [piece if _verbatim(piece) else next(done) for piece in pieces]
     out, position = [], 0
     for counts in layout:
         lines = []

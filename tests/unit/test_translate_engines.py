@@ -25,7 +25,9 @@ from services.translate.engines import (
     canonical_tag,
     primary_language,
     split_sentences,
+    translate_by_sentence,
 )
+from services.translate.engines import MAX_CHUNK_CHARS, MAX_WORD_CHARS
 
 ENGLISH = [
     "The children are playing in the park with their dog.",
@@ -64,6 +66,25 @@ def test_text_is_split_into_sentences_and_long_sentences_are_cut():
     assert " ".join(chunks) == long
     assert chunks[0].endswith("word40,")  # cut at the comma, not mid-clause
     assert all(len(chunk.split()) <= MAX_CHUNK_WORDS for chunk in chunks)
+
+
+def test_a_run_longer_than_any_word_is_kept_as_it_is_and_never_reaches_an_engine():
+    noise = "x" * 20_000
+    asked: list[str] = []
+
+    def engine(pieces: list[str]) -> list[str]:
+        asked.extend(pieces)
+        return [piece.upper() for piece in pieces]
+
+    assert translate_by_sentence([f"see {noise} now", noise], engine) == [f"SEE {noise} NOW", noise]
+    assert asked == ["see", "now"]
+
+
+def test_no_piece_sent_to_an_engine_is_longer_than_a_sentence_can_be():
+    words = " ".join("y" * MAX_WORD_CHARS for _ in range(300))
+    chunks = split_sentences(words)
+    assert " ".join(chunks) == words
+    assert all(len(chunk) <= MAX_CHUNK_CHARS for chunk in chunks)
 
 
 # --- Bergamot -----------------------------------------------------------------------------------
