@@ -14,7 +14,8 @@ so a rule holds for every field at once, including fields added later:
   declares none; a repeated field or map holds at most `max_items`;
   `VALUE_TOO_LONG` / `TOO_MANY_VALUES`;
 - an enum holds one of its defined values (JSON and the wire both let a client
-  send any number); `UNDEFINED_ENUM_VALUE`;
+  send any number), and an element of a list is not the unspecified value;
+  `UNDEFINED_ENUM_VALUE`;
 - a float is finite, a Duration or Timestamp is within the range its
   definition allows, and a number within the field's declared `minimum` and
   `maximum`; `NUMBER_OUT_OF_RANGE`.
@@ -192,6 +193,8 @@ def _check_message(message: Message, prefix: str, problems: list[tuple[str, str,
             if rule.max_items and len(value) > rule.max_items:
                 problems.append(("items", path, f"at most {rule.max_items} values, not {len(value)}"))
             for index, item in enumerate(value):
+                if rule.kind == "enum" and item == 0:  # "not set" cannot be one of a list's values
+                    problems.append(("enum", f"{path}[{index}]", f"must be a {rule.enum_name} value, not the unspecified one"))
                 _check_value(rule, item, f"{path}[{index}]", problems)
                 if len(problems) >= MAX_VIOLATIONS:
                     return

@@ -108,8 +108,12 @@ def test_undefined_enum_values_are_found_in_repeated_and_nested_fields():
     assert error.fields.keys() == {"job.subtitle_options.formats[1]", "job.dubbing_options.audio_format"}
 
 
-def test_the_zero_value_of_an_enum_is_defined():
+def test_the_zero_value_of_an_enum_is_defined_but_not_as_an_element_of_a_list():
     validation.check(job_request(priority=jobs_pb2.PRIORITY_UNSPECIFIED))
+    request = job_request()
+    request.job.subtitle_options.formats.extend([jobs_pb2.SUBTITLE_FORMAT_VTT, jobs_pb2.SUBTITLE_FORMAT_UNSPECIFIED])
+    error = refusal(request)
+    assert error.reason == "UNDEFINED_ENUM_VALUE" and error.fields.keys() == {"job.subtitle_options.formats[1]"}
 
 
 @pytest.mark.parametrize("seconds", [2**62, -(2**62), 315_576_000_001])
