@@ -45,9 +45,12 @@ test: setup ## Run unit and integration tests (starts the stack if it is not up)
 test-unit: setup ## Run only the tests that need no servers
 	$(PY) -m pytest tests/unit
 
-lint: setup ## buf lint and format check of the API
+lint: setup ## Static checks: buf lint and format of the API, ruff lint and format, mypy
 	$(VENV)/bin/buf lint protos
 	$(VENV)/bin/buf format -d --exit-code protos
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: setup ## Run the benchmarks and print their figures (docs/performance.md)
 	$(PY) -m bench.stack

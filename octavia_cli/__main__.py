@@ -6,7 +6,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from .cli import UsageError, api_url, build_parser
-from .client import ApiError, CliError, Client
+from .client import ApiError, Client, CliError
 from .commands import COMMANDS, Detached, error_hint
 from .credentials import api_key
 

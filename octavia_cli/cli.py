@@ -128,8 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--everywhere", action="store_true", help="end every session of your account, on every device")
     command("whoami", "show the signed-in user")
     p = command("password", "change your password; your other sessions end")
-    p.add_argument("--password-stdin", action="store_true",
-                   help="read the current password from the first line of stdin and the new one from the second")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the current password from the first line of stdin and the new one from the second",
+    )
     p = command("verify-email", "confirm your email address with the link from the verification email")
     p.add_argument("link", metavar="LINK_OR_TOKEN", help="the link from the email, or just its token")
     command("resend-verification", "send the verification email again")
@@ -169,26 +172,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("translate", "upload a file, run a job on it, watch it and download what it made")
     p.add_argument("file", type=Path, metavar="FILE", help="a video or audio file")
-    p.add_argument("--to", dest="targets", action="append", default=[], metavar="LANG",
-                   help="a language to translate into, as a BCP-47 tag (pt, es, pt-BR); repeatable")
+    p.add_argument(
+        "--to",
+        dest="targets",
+        action="append",
+        default=[],
+        metavar="LANG",
+        help="a language to translate into, as a BCP-47 tag (pt, es, pt-BR); repeatable",
+    )
     p.add_argument("--from", dest="source", default="", metavar="LANG", help="the spoken language (default: detect it)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--subtitles", action="store_true", help="subtitles in the spoken language and every --to language")
     what.add_argument("--transcript", action="store_true", help="a transcript and subtitles in the spoken language (no --to)")
     what.add_argument("--dub", action="store_true", help="the video dubbed into every --to language")
     what.add_argument("--audio-only", action="store_true", help="a translated audio track per --to language")
-    p.add_argument("--format", dest="formats", action="append", choices=FORMATS, default=[],
-                   help="subtitle format; repeatable (default: srt and vtt)")
+    p.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=FORMATS,
+        default=[],
+        help="subtitle format; repeatable (default: srt and vtt)",
+    )
     dub = p.add_argument_group("dubbing (--dub, --audio-only)")
-    dub.add_argument("--voice", dest="voices", action="append", default=[], metavar="LANG=VOICE",
-                     help="the voice for a language, e.g. pt=voices/kokoro-pt-br-alpha (default: the language's; see `octavia voices`)")
-    dub.add_argument("--fit", choices=FIT_POLICIES, default="keep-timing",
-                     help="speech still too long after speeding up: keep-timing lets it run into the next pause "
-                          "(default), extend-video holds the picture (--dub only)")
-    dub.add_argument("--max-speed", type=float, default=0.0, metavar="X",
-                     help="the fastest the speech may be sped up to fit, 1.0 to 1.5 (default 1.3)")
-    dub.add_argument("--background", choices=DUCKING, default="medium",
-                     help="how far the original sound is lowered under the new voice (default medium; replace drops it)")
+    dub.add_argument(
+        "--voice",
+        dest="voices",
+        action="append",
+        default=[],
+        metavar="LANG=VOICE",
+        help="the voice for a language, e.g. pt=voices/kokoro-pt-br-alpha (default: the language's; see `octavia voices`)",
+    )
+    dub.add_argument(
+        "--fit",
+        choices=FIT_POLICIES,
+        default="keep-timing",
+        help="speech still too long after speeding up: keep-timing lets it run into the next pause "
+        "(default), extend-video holds the picture (--dub only)",
+    )
+    dub.add_argument(
+        "--max-speed",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="the fastest the speech may be sped up to fit, 1.0 to 1.5 (default 1.3)",
+    )
+    dub.add_argument(
+        "--background",
+        choices=DUCKING,
+        default="medium",
+        help="how far the original sound is lowered under the new voice (default medium; replace drops it)",
+    )
     dub.add_argument("--audio-format", choices=("m4a", "mp3"), default="m4a", help="the dubbed audio file's format")
     dub.add_argument("--keep-original-audio", action="store_true", help="--dub: keep the original sound as a second track")
     dub.add_argument("--soft-subtitles", action="store_true", help="--dub: add the translation as a subtitle track")

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,9 @@ class NotLoggedIn(CliError):
 
 class ApiKeyRefused(CliError):
     def __init__(self, api: str, why: str):
-        super().__init__(f"the API key in {API_KEY_ENV} was refused at {api} ({why}): set a valid key, or unset it to use your login")
+        super().__init__(
+            f"the API key in {API_KEY_ENV} was refused at {api} ({why}): set a valid key, or unset it to use your login"
+        )
 
 
 @dataclass
@@ -143,7 +145,7 @@ def _retry_after(value: str) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def format_error(error: ApiError) -> str:
@@ -161,8 +163,15 @@ def format_error(error: ApiError) -> str:
 class Client:
     """One API base URL, with the session stored for it (if any), or an API key."""
 
-    def __init__(self, api: str, store: CredentialStore | None = None, *, user_agent: str = "octavia-cli",
-                 transport: httpx.BaseTransport | None = None, api_key: str = ""):
+    def __init__(
+        self,
+        api: str,
+        store: CredentialStore | None = None,
+        *,
+        user_agent: str = "octavia-cli",
+        transport: httpx.BaseTransport | None = None,
+        api_key: str = "",
+    ):
         self.api = api.rstrip("/")
         self.store = store or CredentialStore()
         self.api_key = api_key
@@ -242,17 +251,34 @@ class Client:
 
     # ------------------------------------------------------------------ calls
 
-    def call(self, method: str, path: str, body: Mapping[str, Any] | None = None, *,
-             params: Mapping[str, Any] | None = None, auth: bool = True, headers: Mapping[str, str] | None = None) -> dict:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        auth: bool = True,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict:
         """One JSON call; returns the decoded body or raises ApiError. `auth=False`
         sends no user credential (public calls, or `headers` carrying another one)."""
         with self._send(method, path, body, params=params, auth=auth, stream=False, extra_headers=headers) as response:
             return response.json() if response.content else {}
 
     @contextmanager
-    def _send(self, method: str, path: str, body: Mapping[str, Any] | None, *, params: Mapping[str, Any] | None,
-              auth: bool, stream: bool, timeout: httpx.Timeout | None = None,
-              extra_headers: Mapping[str, str] | None = None) -> Iterator[httpx.Response]:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        *,
+        params: Mapping[str, Any] | None,
+        auth: bool,
+        stream: bool,
+        timeout: httpx.Timeout | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Iterator[httpx.Response]:
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = {}  # every POST rule of the API takes a body
         for attempt in (1, 2):
@@ -275,7 +301,11 @@ class Client:
                     if response.status_code == 401 and auth and attempt == 1 and error.reason == "TOKEN_EXPIRED":
                         self.refresh()
                         continue
-                    if response.status_code == 401 and auth and error.reason in ("SESSION_ENDED", "INVALID_TOKEN", "USER_DELETED"):
+                    if (
+                        response.status_code == 401
+                        and auth
+                        and error.reason in ("SESSION_ENDED", "INVALID_TOKEN", "USER_DELETED")
+                    ):
                         self.forget_session()
                         raise NotLoggedIn(self.api, f"your session has ended ({error.message})")
                     raise error

@@ -31,7 +31,7 @@ from .cli import (
     safe_filename,
     verification_token,
 )
-from .client import ApiError, CliError, Client, ConnectionFailed, NotLoggedIn, format_error
+from .client import ApiError, Client, CliError, ConnectionFailed, NotLoggedIn, format_error
 from .credentials import API_KEY_ENV, parse_duration, parse_time
 from .progress import JobProgress, TransferProgress, enum_label, human_bytes, state_is_final
 
@@ -172,7 +172,9 @@ def resend_verification(args: argparse.Namespace, client: Client) -> int:
 def keys_create(args: argparse.Namespace, client: Client) -> int:
     reply = client.call("POST", "/v1/apiKeys", {"displayName": args.display_name})
     key = reply["apiKey"]
-    _err(f"{key['name']} ({key.get('displayName', '')}) created. Its secret follows, and it will not be shown again: keep it now.")
+    _err(
+        f"{key['name']} ({key.get('displayName', '')}) created. Its secret follows, and it will not be shown again: keep it now."
+    )
     _err(f"octavia uses it when {API_KEY_ENV} is set to it; other clients send it as the x-api-key header.")
     print(reply["secret"], flush=True)
     return 0
@@ -371,7 +373,9 @@ def show_checkout(args: argparse.Namespace, client: Client) -> int:
 def admin_grant(args: argparse.Namespace, client: Client) -> int:
     secret = os.environ.get(SERVICE_SECRET_ENV, "").strip()
     if not secret:
-        raise UsageError(f"{SERVICE_SECRET_ENV} is not set: operator commands sign their calls with the secret the services share")
+        raise UsageError(
+            f"{SERVICE_SECRET_ENV} is not set: operator commands sign their calls with the secret the services share"
+        )
     # Imported here: it brings grpc and the generated API, which only operators need.
     from octavia_runtime.auth import SERVICE_TOKEN_HEADER, ServiceCredentials
 
@@ -412,7 +416,9 @@ def translate(args: argparse.Namespace, client: Client) -> int:
     cost, available = int(quote.get("credits") or 0), int(quote.get("availableCredits") or 0)
     _err(f"This job costs {cost} credits; you have {available}.")
     try:
-        job = client.call("POST", "/v1/jobs", {"job": {**job_spec, "inputAsset": asset["name"]}, "requestId": uuid.uuid4().hex})["job"]
+        job = client.call("POST", "/v1/jobs", {"job": {**job_spec, "inputAsset": asset["name"]}, "requestId": uuid.uuid4().hex})[
+            "job"
+        ]
     except ApiError as exc:
         if exc.reason == "INSUFFICIENT_CREDITS":
             # Billing's refusal says what it saw when it refused; the quote is a moment older.
@@ -467,7 +473,9 @@ def follow(client: Client, name: str, view: JobProgress | None = None) -> dict:
                 raise Detached() from None
             choice = _cancel_choice(name)
             if choice == "detach":
-                _err(f"stopped watching; {name} goes on. `octavia watch {name}` follows it again, `octavia cancel {name}` stops it")
+                _err(
+                    f"stopped watching; {name} goes on. `octavia watch {name}` follows it again, `octavia cancel {name}` stops it"
+                )
                 raise Detached() from None
             if choice == "cancel":
                 cancelling = _cancel(client, name)
@@ -585,7 +593,8 @@ def _download_all(client: Client, job: dict, out_dir: Path) -> list[Path]:
     if not artifacts:
         _err(f"{job['name']} made no files")
         return []
-    paths, taken = [], set()
+    paths: list[Path] = []
+    taken: set[str] = set()
     for artifact in artifacts:
         name = _unique(safe_filename(artifact.get("filename") or "", artifact["asset"].rsplit("/", 1)[-1]), taken)
         url = client.call("POST", f"/v1/{artifact['asset']}:createDownloadUrl", {})["url"]
@@ -734,7 +743,10 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: Sequen
     lines = [list(header), *(list(row) for row in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
-        cells = (cell.rjust(width) if i in numeric else cell.ljust(width) for i, (cell, width) in enumerate(zip(line, widths)))
+        cells = (
+            cell.rjust(width) if i in numeric else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        )
         print("  ".join(cells).rstrip())
 
 

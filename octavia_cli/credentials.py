@@ -25,7 +25,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 FILENAME = "credentials.json"
@@ -55,7 +55,7 @@ def parse_time(value: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def parse_duration(value: str | None) -> float | None:
@@ -93,11 +93,11 @@ class Session:
         expires = parse_time(self.accessTokenExpireTime)
         if expires is None:
             return False  # unknown: let the server say so (401 TOKEN_EXPIRED)
-        return (now or datetime.now(timezone.utc)) >= expires - EXPIRY_MARGIN
+        return (now or datetime.now(UTC)) >= expires - EXPIRY_MARGIN
 
     def refresh_expired(self, now: datetime | None = None) -> bool:
         expires = parse_time(self.refreshTokenExpireTime)
-        return expires is not None and (now or datetime.now(timezone.utc)) >= expires
+        return expires is not None and (now or datetime.now(UTC)) >= expires
 
 
 class CredentialStore:

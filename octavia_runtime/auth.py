@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import grpc
 import jwt
@@ -27,6 +27,10 @@ from octavia.access.v1 import access_pb2
 from octavia.auth.v1 import auth_pb2, auth_pb2_grpc
 
 from .errors import ApiError, error_info, permission_denied, unauthenticated
+
+if TYPE_CHECKING:
+    from google.protobuf.descriptor_pb2 import MethodOptions
+    from google.protobuf.internal.extension_dict import _ExtensionFieldDescriptor
 
 SERVICE_TOKEN_HEADER = "x-service-token"
 API_KEY_HEADER = "x-api-key"
@@ -106,6 +110,8 @@ def current_user_id() -> str:
 # --- access rules -----------------------------------------------------------------------------
 
 PUBLIC, USER, SERVICE = access_pb2.ACCESS_PUBLIC, access_pb2.ACCESS_USER, access_pb2.ACCESS_SERVICE
+# protoc's .pyi types an extension as a bare FieldDescriptor; this one extends MethodOptions with an Access.
+_ACCESS = cast("_ExtensionFieldDescriptor[MethodOptions, access_pb2.Access]", access_pb2.access)
 _access_cache: dict[str, int] = {}
 
 
@@ -125,7 +131,7 @@ def access_of(method: str) -> int:
     else:
         try:
             options = descriptor_pool.Default().FindMethodByName(full_name).GetOptions()
-            rule = options.Extensions[access_pb2.access] or USER
+            rule = options.Extensions[_ACCESS] or USER
         except KeyError:
             rule = USER
     _access_cache[method] = rule

@@ -24,7 +24,7 @@ class RemoteBlobs:
         self.media = media_pb2_grpc.MediaServiceStub(channel)
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
 
-    async def _url(self, ref: stages_pb2.ArtifactRef, method: int) -> media_pb2.SignedUrl:
+    async def _url(self, ref: stages_pb2.ArtifactRef, method: media_pb2.BlobMethod) -> media_pb2.SignedUrl:
         request = media_pb2.BlobUrlRequest(method=method)
         if ref.asset:
             request.asset = ref.asset

@@ -136,7 +136,9 @@ def stage_workers(service: str) -> tuple[Consumer, ...]:
     )
 
 
-ORCHESTRATOR = Consumer(stream=EVENTS_STREAM, durable="jobs-orchestrator", subjects=("octavia.events.>",), ack_wait_s=30.0, max_deliver=10)
+ORCHESTRATOR = Consumer(
+    stream=EVENTS_STREAM, durable="jobs-orchestrator", subjects=("octavia.events.>",), ack_wait_s=30.0, max_deliver=10
+)
 
 
 async def connect(url: str, name: str) -> nats.NATS:
@@ -159,6 +161,7 @@ async def _drop_legacy_worker(js: JetStreamContext, name: str) -> None:
 async def declare(js: JetStreamContext, consumers: tuple[Consumer, ...] = ()) -> None:
     """Create or update the streams and create the consumers; safe to run on every start."""
     for wanted in STREAMS:
+        assert wanted.name, "every stream of STREAMS is named"
         try:
             await js.stream_info(wanted.name)
         except NotFoundError:

@@ -8,6 +8,7 @@ a bad value stops the process with a message naming the variable.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from collections.abc import Mapping
@@ -171,16 +172,20 @@ class Config:
 
 
 class _Env:
-    """Reads typed values from an environment mapping, naming the variable on error."""
+    """Reads typed values from an environment mapping, naming the variable on error.
+
+    Its methods are named after the types they read, so inside the class `str`, `int`
+    and `bool` name the methods: annotations spell the types as builtins.str and so on.
+    """
 
     def __init__(self, environ: Mapping[str, str]):
         self.environ = environ
 
-    def str(self, name: str, default: str) -> str:
+    def str(self, name: builtins.str, default: builtins.str) -> builtins.str:
         value = self.environ.get(name, "").strip()
         return value or default
 
-    def int(self, name: str, default: int, lo: int, hi: int) -> int:
+    def int(self, name: builtins.str, default: builtins.int, lo: builtins.int, hi: builtins.int) -> builtins.int:
         raw = self.environ.get(name, "").strip()
         if not raw:
             return default
@@ -192,17 +197,17 @@ class _Env:
             raise ConfigError(f"{name}={value} is out of range ({lo} to {hi})")
         return value
 
-    def port(self, name: str, default: int) -> int:
+    def port(self, name: builtins.str, default: builtins.int) -> builtins.int:
         return self.int(name, default, 1, 65535)
 
-    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+    def url(self, name: builtins.str, default: builtins.str, schemes: tuple[builtins.str, ...]) -> builtins.str:
         value = self.str(name, default)
         parsed = urlparse(value)
         if parsed.scheme not in schemes or not parsed.hostname:
             raise ConfigError(f"{name}={value!r} is not a {' or '.join(schemes)} URL with a host")
         return value
 
-    def bool(self, name: str, default: bool) -> bool:
+    def bool(self, name: builtins.str, default: builtins.bool) -> builtins.bool:
         raw = self.environ.get(name, "").strip().lower()
         if not raw:
             return default
@@ -210,7 +215,7 @@ class _Env:
             raise ConfigError(f"{name}={raw!r} must be true or false")
         return raw in ("1", "true", "yes")
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]) -> builtins.str:
         value = self.str(name, default).lower()
         if value not in choices:
             raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
@@ -296,7 +301,9 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
         smtp_password=env.str("OCTAVIA_SMTP_PASSWORD", ""),
         smtp_security=env.choice("OCTAVIA_SMTP_SECURITY", "none", ("none", "starttls", "tls")),
         mail_from=env.str("OCTAVIA_MAIL_FROM", "Octavia <no-reply@octavia.localhost>"),
-        app_url=env.url("OCTAVIA_APP_URL", next((o for o in origins if "*" not in o), "http://localhost:3000"), ("http", "https")).rstrip("/"),
+        app_url=env.url(
+            "OCTAVIA_APP_URL", next((o for o in origins if "*" not in o), "http://localhost:3000"), ("http", "https")
+        ).rstrip("/"),
         require_verified_email=env.bool("OCTAVIA_REQUIRE_VERIFIED_EMAIL", False),
         rate_limits=_rate_limits(env.str("OCTAVIA_RATE_LIMITS", ""), environment),
         prices=_prices(env.str("OCTAVIA_PRICES", DEFAULT_PRICES)),
@@ -419,8 +426,7 @@ def to_environ(config: Config) -> dict[str, str]:
         "OCTAVIA_BILLING_UNIT_S": str(config.billing_unit_s),
         "OCTAVIA_WELCOME_CREDITS": str(config.welcome_credits),
         "OCTAVIA_CREDIT_PACKS": ";".join(
-            f"{p.id}={p.display_name}|{p.credits}|{p.price_minor_units}|{p.currency}|{p.product_id}"
-            for p in config.credit_packs
+            f"{p.id}={p.display_name}|{p.credits}|{p.price_minor_units}|{p.currency}|{p.product_id}" for p in config.credit_packs
         ),
         "OCTAVIA_POLAR_API_URL": config.polar_api_url,
         "OCTAVIA_POLAR_TOKEN": config.polar_token,

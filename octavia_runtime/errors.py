@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import asyncpg
 import grpc
@@ -120,9 +121,15 @@ def unimplemented(feature: str) -> ApiError:
     )
 
 
+def _as_call(error: grpc.aio.AioRpcError | grpc.RpcError) -> grpc.Call:
+    # A failed sync call raises an RpcError that is also its grpc.Call, and an AioRpcError has the
+    # same code(), details() and trailing_metadata(): all that rpc_status.from_call reads.
+    return cast(grpc.Call, error)
+
+
 def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     """The ErrorInfo detail of a failed call, if it carries one (for clients and tests)."""
-    status = rpc_status.from_call(error)
+    status = rpc_status.from_call(_as_call(error))
     for detail in status.details if status else ():
         info = error_details_pb2.ErrorInfo()
         if detail.Unpack(info):
@@ -131,7 +138,7 @@ def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2
 
 
 def field_violations(error: grpc.RpcError) -> Sequence[error_details_pb2.BadRequest.FieldViolation]:
-    status = rpc_status.from_call(error)
+    status = rpc_status.from_call(_as_call(error))
     for detail in status.details if status else ():
         bad = error_details_pb2.BadRequest()
         if detail.Unpack(bad):

@@ -214,7 +214,7 @@ class SyncReport:
             segments_over_cap=self.segments_over_cap,
             note=self.note,
         )
-        for segment, (source_text, text) in zip(self.segments, itertools.chain(texts, itertools.repeat(("", "")))):
+        for segment, (source_text, text) in zip(self.segments, itertools.chain(texts, itertools.repeat(("", ""))), strict=False):
             message.segments.add(
                 index=segment.index,
                 original_start_offset=_duration(segment.source_start),
@@ -387,4 +387,7 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return duration
 
 
-_POLICY_VALUES = {FitPolicy.KEEP_TIMING: jobs_pb2.FIT_POLICY_KEEP_TIMING, FitPolicy.EXTEND_VIDEO: jobs_pb2.FIT_POLICY_EXTEND_VIDEO}
+_POLICY_VALUES = {
+    FitPolicy.KEEP_TIMING: jobs_pb2.FIT_POLICY_KEEP_TIMING,
+    FitPolicy.EXTEND_VIDEO: jobs_pb2.FIT_POLICY_EXTEND_VIDEO,
+}

@@ -30,7 +30,7 @@ ISO_639_2: dict[str, str] = {
     "zh": "zho", "zu": "zul",
 }  # fmt: skip
 # Three-letter codes that name a language above by another code (Standard Malay as `zlm`).
-_ISO_639_3_ALIASES = {'zlm': 'ms'}
+_ISO_639_3_ALIASES = {"zlm": "ms"}
 _FROM_THREE_LETTERS = {three: two for two, three in ISO_639_2.items()} | _ISO_639_3_ALIASES
 
 

@@ -17,6 +17,7 @@ def serve(port: int) -> None:
     """Start the /metrics endpoint on 0.0.0.0:port in a background thread."""
     start_http_server(port)
 
+
 STAGE_SECONDS = Histogram(
     "octavia_stage_duration_seconds",
     "Time a stage task took in a worker, by stage and outcome",

@@ -34,8 +34,11 @@ _key = secrets.token_bytes(32)
 
 
 class _Keyed(Protocol):
-    created_at: datetime
-    id: UUID
+    # Read-only, so that frozen dataclasses (the stores' rows) match.
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> UUID: ...
 
 
 T = TypeVar("T", bound=_Keyed)

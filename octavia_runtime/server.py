@@ -38,8 +38,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from . import bus, cache, db, logging, metrics, pagination, stages
-from .blobs import RemoteBlobs
 from .auth import SERVICE_TOKEN_HEADER, Authenticator, RemoteAuthenticator, ServiceCredentials
+from .blobs import RemoteBlobs
 from .config import ROOT, Config, ConfigError, load
 from .interceptor import REQUEST_ID_HEADER, ServerInterceptor
 
@@ -214,8 +214,8 @@ async def _connect(rt: Runtime, stopping: asyncio.Event) -> None:
     if service.nats:
         rt.nc = await _retry("nats", stopping, lambda: bus.connect(config.nats_url, service.name))
         if rt.nc is not None:
-            rt.js = rt.nc.jetstream()
-            await _retry("jetstream", stopping, lambda: bus.declare(rt.js, service.consumers))
+            js = rt.js = rt.nc.jetstream()
+            await _retry("jetstream", stopping, lambda: bus.declare(js, service.consumers))
 
 
 async def _retry(what: str, stopping: asyncio.Event, attempt: Callable[[], Awaitable[Any]]) -> Any:
@@ -247,7 +247,7 @@ async def _dependencies_answer(rt: Runtime) -> list[str]:
     results = await asyncio.gather(
         *(asyncio.wait_for(check, DEPENDENCY_TIMEOUT_S) for check in checks.values()), return_exceptions=True
     )
-    down = [name for name, result in zip(checks, results) if isinstance(result, BaseException)]
+    down = [name for name, result in zip(checks, results, strict=True) if isinstance(result, BaseException)]
     if rt.nc is not None and not rt.nc.is_connected:
         down.append("nats")
     return down

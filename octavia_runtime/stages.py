@@ -29,7 +29,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +39,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 from octavia.jobs.v1 import jobs_pb2, stages_pb2
 
 from . import bus
@@ -99,7 +100,7 @@ class StageContext:
     def job_id(self) -> str:
         return self.task.job.removeprefix("jobs/")
 
-    async def progress(self, percent: int, message: str = "") -> None:
+    async def progress(self, percent: float, message: str = "") -> None:
         """Report how far the task is (throttled; 100 % is left to SUCCEEDED)."""
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_INTERVAL_S:
@@ -127,7 +128,7 @@ def _find(refs, role: int, kind: str) -> stages_pb2.ArtifactRef:
     raise permanent("BAD_TASK", f"the task has no {kind} of role {stages_pb2.ArtifactRole.Name(role)}")
 
 
-Handler = Callable[[StageContext], Awaitable[StageOutput]]
+Handler = Callable[[StageContext], Coroutine[Any, Any, StageOutput]]
 
 _RESULT_FIELDS = {
     stages_pb2.ProbeResult: "probe",
@@ -175,7 +176,7 @@ class StageWorker:
         self.handlers = handlers
         self.domain = domain
         self.concurrency = concurrency
-        self._cancel_kv = None
+        self._cancel_kv: KeyValue | None = None
         self._doorbells = [asyncio.Event() for _ in range(concurrency)]
 
     async def run(self) -> None:
@@ -235,7 +236,9 @@ class StageWorker:
         last_try = delivery >= self.max_deliver
         structlog.contextvars.bind_contextvars(job_id=task.job, task_id=task.task_id, stage=stage, delivery=delivery)
         started = time.monotonic()
-        ctx = StageContext(task, self.domain, lambda pct, text: self._publish(task, stages_pb2.STAGE_OUTCOME_PROGRESS, progress=(pct, text)))
+        ctx = StageContext(
+            task, self.domain, lambda pct, text: self._publish(task, stages_pb2.STAGE_OUTCOME_PROGRESS, progress=(pct, text))
+        )
         try:
             if await self._cancelled(ctx.job_id):
                 await self._publish(task, stages_pb2.STAGE_OUTCOME_CANCELLED, msg_id=f"{task.task_id}/cancelled")
@@ -290,6 +293,7 @@ class StageWorker:
                     ctx.stop.set()
 
     async def _cancelled(self, job_id: str) -> bool:
+        assert self._cancel_kv is not None, "run() opens the cancel bucket before any task"
         try:
             await self._cancel_kv.get(job_id)
         except KeyNotFoundError:
@@ -327,7 +331,7 @@ class StageWorker:
     async def _publish(
         self,
         task: stages_pb2.StageTask,
-        outcome: int,
+        outcome: stages_pb2.StageOutcome,
         *,
         msg_id: str | None = None,
         output: StageOutput | None = None,
@@ -351,7 +355,7 @@ class StageWorker:
         await self.js.publish(bus.event_subject(task.job.removeprefix("jobs/")), event.SerializeToString(), headers=headers)
 
 
-def event_of(task: stages_pb2.StageTask, outcome: int, **fields) -> stages_pb2.StageEvent:
+def event_of(task: stages_pb2.StageTask, outcome: stages_pb2.StageOutcome, **fields) -> stages_pb2.StageEvent:
     """An event about `task`: its identity (task, job, stage, attempt, language, segment), `outcome` and `fields`."""
     event = stages_pb2.StageEvent(
         task_id=task.task_id,

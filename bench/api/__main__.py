@@ -61,9 +61,13 @@ def wrk(binary: str, url: str, seconds: int, connections: int, headers: dict[str
     for key, value in headers.items():
         args += ["-H", f"{key}: {value}"]
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
-    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rps, f"no Requests/sec in wrk's output:\n{out}"
+    result = {"rps": float(rps.group(1))}
     for pct in ("50", "99"):
-        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        latency = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert latency, f"no {pct}% latency in wrk's output:\n{out}"
+        value, unit = latency.groups()
         result[f"p{pct}_ms"] = float(value) * _UNITS[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     result["errors"] = float(errors.group(1)) if errors else 0.0
@@ -89,7 +93,9 @@ def main() -> None:
         if started:
             local_stack.down(config)
 
-    print(f"\nbench/api: {args.connections} connections, {args.seconds} s x {args.rounds} rounds each (best round), through one Envoy\n")
+    print(
+        f"\nbench/api: {args.connections} connections, {args.seconds} s x {args.rounds} rounds each (best round), through one Envoy\n"
+    )
     print("| call | req/s | p50 ms | p99 ms | non-2xx |\n|---|---:|---:|---:|---:|")
     for name, r in best.items():
         print(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']:.0f} |")

@@ -7,9 +7,9 @@ import sys
 
 
 async def serve(port: int) -> None:
-    import grpc
     import echo_pb2
     import echo_pb2_grpc
+    import grpc
 
     class Echo(echo_pb2_grpc.EchoServiceServicer):
         async def Echo(self, request, context):

@@ -94,7 +94,12 @@ async def phase(api: str, clients: list[tuple[dict, str]], requests: int, call) 
 
 
 async def create(http: httpx.AsyncClient, asset: str) -> httpx.Response:
-    job = {"kind": "JOB_KIND_TRANSCRIPTION", "inputAsset": asset, "priority": "PRIORITY_LOW", "transcriptionOptions": {"model": "tiny.en"}}
+    job = {
+        "kind": "JOB_KIND_TRANSCRIPTION",
+        "inputAsset": asset,
+        "priority": "PRIORITY_LOW",
+        "transcriptionOptions": {"model": "tiny.en"},
+    }
     return await http.post("/v1/jobs", json={"job": job})
 
 
@@ -179,8 +184,9 @@ def measure(base: str, metrics_url: str, clients: list[tuple[dict, str]], args: 
         report("GetJob", fetched, get_wall)
         p50, p99 = (histogram_quantile(holds, q) for q in (0.5, 0.99))
         verdict = "met" if p50 <= TARGET_HOLD_P50_MS else "NOT met"
-        print(f"{'the hold inside CreateJob':<34} p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   (target p50 <= {TARGET_HOLD_P50_MS:.0f} ms: {verdict})")
-
+        print(
+            f"{'the hold inside CreateJob':<34} p50 {p50:6.1f} ms   p99 {p99:6.1f} ms   (target p50 <= {TARGET_HOLD_P50_MS:.0f} ms: {verdict})"
+        )
 
 
 if __name__ == "__main__":

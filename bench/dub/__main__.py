@@ -50,11 +50,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 import httpx
 from octavia.jobs.v1 import jobs_pb2, stages_pb2
 from octavia.media.v1 import media_pb2
 
+from octavia_runtime.blobs import RemoteBlobs
 from octavia_runtime.config import Config, load
 from octavia_runtime.stages import duration
 from scripts import sample_media
@@ -107,7 +109,7 @@ class Sequential:
         self.language = language
         self.transcriber = Transcriber(config)
         self.translators = Translators(config)
-        self.tts = tts_stages.TtsStage(Engines(config), blobs=None)  # _speak only: no storage
+        self.tts = tts_stages.TtsStage(Engines(config), blobs=cast(RemoteBlobs, None))  # _speak only: no storage
         self.voice = default_voice(language)
 
     def warm(self, clip: Path, folder: Path) -> None:
@@ -130,7 +132,9 @@ class Sequential:
         with step("probe"):  # at upload in the mesh (the probe stage reads the stored result)
             info = probe(clip)
         media_duration = info.duration.ToTimedelta().total_seconds()
-        frame_rate = next((s.frame_rate for s in info.streams if s.type == media_pb2.STREAM_TYPE_VIDEO and s.frame_rate > 0), 25.0)
+        frame_rate = next(
+            (s.frame_rate for s in info.streams if s.type == media_pb2.STREAM_TYPE_VIDEO and s.frame_rate > 0), 25.0
+        )
         with step("extract_audio"):
             asr = folder / "asr.wav"
             ffmpeg.extract_audio(clip, asr, ffmpeg.ASR_SAMPLE_RATE)
@@ -147,14 +151,16 @@ class Sequential:
         with step("tts"):  # as TtsStage, segment after segment
             cap = pipeline.speed_caps(job)[0]
             speeches = [self._speak(translation, i, cap) for i in range(len(translation.segments))]
-        mix_task = pipeline.build_task(job, nodes, pipeline.node_index(nodes, P.STAGE_MIX, language), 1, frame_rate)
+        mix_task = pipeline.build_task(job, nodes, _node(nodes, P.STAGE_MIX, language), 1, frame_rate)
         with step("mix"):
             report, mixed = dubbing.mix_dub(clip, translation, speeches, folder, dubbing.DubSettings.of(mix_task, media_duration))
         with step("encode"):
             mixing.encode_audio(mixed, folder / "dub.m4a", "m4a", language=language)
-        mux = pipeline.build_task(job, nodes, pipeline.node_index(nodes, P.STAGE_MUX, language), 1, frame_rate).mux
+        mux = pipeline.build_task(job, nodes, _node(nodes, P.STAGE_MUX, language), 1, frame_rate).mux
         with step("mux"):
-            settings = dubbing.MuxSettings(language, mux.source_language, mux.keep_original_audio, mux.soft_subtitles, mux.burn_in, mux.frame_rate)
+            settings = dubbing.MuxSettings(
+                language, mux.source_language, mux.keep_original_audio, mux.soft_subtitles, mux.burn_in, mux.frame_rate
+            )
             dubbing.mux_dub(clip, mixed, report, translation, folder / "dub.mp4", settings)
         run.wall = time.perf_counter() - started
         spoken = [s for s in speeches if s.text]
@@ -188,8 +194,15 @@ def _job(source: str, language: str, voice: str, segments: int) -> tuple[jobs_pb
     job.dubbing_options.voices[language] = f"voices/{voice}"
     nodes = pipeline.plan(job.kind, [language])
     job.stages.extend(P.StageStatus(stage=node.stage, language=node.language) for node in nodes)
-    job.stages[pipeline.node_index(nodes, P.STAGE_TTS, language)].total_segments = segments
+    job.stages[_node(nodes, P.STAGE_TTS, language)].total_segments = segments
     return job, nodes
+
+
+def _node(nodes: list[pipeline.Node], stage: jobs_pb2.Stage, language: str) -> int:
+    """The index of a node a VIDEO_DUBBING job into `language` has."""
+    index = pipeline.node_index(nodes, stage, language)
+    assert index is not None, f"no {jobs_pb2.Stage.Name(stage)} node for {language}"
+    return index
 
 
 def _render(transcript, frame_rate: float, language: str, folder: Path) -> None:
@@ -242,7 +255,7 @@ def vm_hwm_mb(pid: int) -> float:
 
 def worker_peaks(config: Config, extra: dict[str, list[int]]) -> str:
     """Peak RSS of each worker: the stack's, and the ones started beside it."""
-    peaks = []
+    peaks: list[str] = []
     for service in ("transcribe", "translate", "tts", "media"):
         main = int((config.var_dir / "run" / f"{service}.pid").read_text().split()[0])
         peaks.extend(f"{service} {vm_hwm_mb(pid):.0f}" for pid in [main, *extra.get(service, [])])
@@ -284,7 +297,8 @@ def median_run(runs: list[Run]) -> Run | None:
     median = Run(wall=statistics.median(r.wall for r in runs), notes=runs[0].notes)
     for label in runs[0].steps:
         median.steps[label] = statistics.median(r.steps[label] for r in runs if label in r.steps)
-        median.spans[label] = tuple(statistics.median(r.spans[label][i] for r in runs if label in r.spans) for i in (0, 1))
+        start, end = (statistics.median(r.spans[label][i] for r in runs if label in r.spans) for i in (0, 1))
+        median.spans[label] = (start, end)
     return median
 
 
@@ -394,7 +408,9 @@ def main() -> None:
             if bench is not None:
                 with ForeignLoad(config) as load_:
                     sequential.append(bench.dub(clip, folder / f"sequential-{round_}", Run()))
-                print(f"  round {round_} sequential {sequential[-1].wall:6.2f} s   (other processes used {load_.foreign:.2f} cores meanwhile)")
+                print(
+                    f"  round {round_} sequential {sequential[-1].wall:6.2f} s   (other processes used {load_.foreign:.2f} cores meanwhile)"
+                )
             if not args.skip_mesh:
                 with ForeignLoad(config, extra) as load_:
                     wall, job = dub_job(api, headers, asset, args.language)

@@ -45,7 +45,9 @@ from ..users import sign_in
 
 def run_job(api: httpx.Client, headers: dict, asset: str, model: str) -> tuple[float, dict]:
     started = time.perf_counter()
-    created = create_job(api, headers, {"kind": "JOB_KIND_TRANSCRIPTION", "inputAsset": asset, "transcriptionOptions": {"model": model}})
+    created = create_job(
+        api, headers, {"kind": "JOB_KIND_TRANSCRIPTION", "inputAsset": asset, "transcriptionOptions": {"model": model}}
+    )
     created.raise_for_status()
     final = watch(str(api.base_url), headers, created.json()["job"]["name"], timeout=3600)[-1]
     elapsed = time.perf_counter() - started
@@ -120,8 +122,12 @@ def main() -> None:
             last_end = max(stamp(s["endTime"]) for s in job["stages"])
             to_first.append(1000 * (first_start - stamp(job["createTime"])))
             to_done.append(1000 * (stamp(job["endTime"]) - last_end))
-        print(f"  create -> first stage running  p50 {statistics.median(to_first):6.1f} ms  max {max(to_first):6.1f} ms  (target p50 <= 100)")
-        print(f"  last stage done -> SUCCEEDED   p50 {statistics.median(to_done):6.1f} ms  max {max(to_done):6.1f} ms  (target p50 <= 100)")
+        print(
+            f"  create -> first stage running  p50 {statistics.median(to_first):6.1f} ms  max {max(to_first):6.1f} ms  (target p50 <= 100)"
+        )
+        print(
+            f"  last stage done -> SUCCEEDED   p50 {statistics.median(to_done):6.1f} ms  max {max(to_done):6.1f} ms  (target p50 <= 100)"
+        )
 
         figures = {}
         for seconds in (60, args.long):
@@ -133,7 +139,9 @@ def main() -> None:
             print(f"  {seconds / 60:4.1f} min file: job {wall:7.2f} s, transcribe worker peak RSS {figures[seconds][1]:6.0f} MB")
         (short_wall, short_peak), (long_wall, long_peak) = figures[60], figures[args.long]
         print(f"  peak RSS {args.long / 60:.0f} min / 1 min   {long_peak / short_peak:5.2f}   (target <= 1.2)")
-        print(f"  wall     {args.long / 60:.0f} min / 1 min   {long_wall / short_wall:5.2f}   (target <= {args.long / 60 * 1.1:.0f})")
+        print(
+            f"  wall     {args.long / 60:.0f} min / 1 min   {long_wall / short_wall:5.2f}   (target <= {args.long / 60 * 1.1:.0f})"
+        )
 
 
 if __name__ == "__main__":

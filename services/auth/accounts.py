@@ -123,9 +123,7 @@ class Limits:
 
 
 class Accounts:
-    def __init__(
-        self, store: AuthStore, sessions: Sessions, api_keys: ApiKeys, mailer: Mailer, limits: Limits, config: Config
-    ):
+    def __init__(self, store: AuthStore, sessions: Sessions, api_keys: ApiKeys, mailer: Mailer, limits: Limits, config: Config):
         self.store = store
         self.sessions = sessions
         self.api_keys = api_keys
@@ -206,7 +204,9 @@ class Accounts:
             raise invalid_argument(
                 {"token": "has expired; ask for a new verification email"}, reason="VERIFICATION_TOKEN_EXPIRED"
             )
+        assert user_id is not None, "a verified token names its user"
         user = await self.store.user_by_id(user_id)
+        assert user is not None, "the user whose token was just used exists"
         # Every credential of the user says "verified" from this answer on, on every service.
         active = await self.store.active_sessions_of(user.id)
         await self.sessions.update([str(session) for session in active], session_info(user))
@@ -218,9 +218,7 @@ class Accounts:
         if user is None:
             raise unauthenticated("USER_DELETED", "the account of this credential no longer exists")
         if user.email_verified:
-            raise ApiError(
-                grpc.StatusCode.FAILED_PRECONDITION, "EMAIL_ALREADY_VERIFIED", f"{user.email} is already verified"
-            )
+            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, "EMAIL_ALREADY_VERIFIED", f"{user.email} is already verified")
         await self.limits.resend_verification.hit(user_id)
         await self._send_verification(user)
 
@@ -230,14 +228,13 @@ class Accounts:
         if not refresh_token:
             raise invalid_argument({"refresh_token": "is required"})
         new_token = secrets.token_urlsafe(32)
-        outcome, session_id, user_id = await self.store.rotate_refresh_token(
-            _token_hash(refresh_token), _token_hash(new_token)
-        )
+        outcome, session_id, user_id = await self.store.rotate_refresh_token(_token_hash(refresh_token), _token_hash(new_token))
         if outcome == "reused":
             await self.sessions.end([str(session_id)])
             raise unauthenticated("REFRESH_TOKEN_REUSED", "this refresh token was already used; the session is now revoked")
         if outcome != "rotated":
             raise unauthenticated("INVALID_REFRESH_TOKEN", "the refresh token is unknown, expired or revoked")
+        assert session_id is not None and user_id is not None, "a rotated token names its session and user"
         user = await self.store.user_by_id(user_id)
         expires = await self.store.session_expiry(session_id)
         if user is None or expires is None:

@@ -61,9 +61,7 @@ class ApiKeys:
         if len(display_name) > MAX_DISPLAY_NAME:
             raise invalid_argument({"display_name": f"must be at most {MAX_DISPLAY_NAME} characters long"})
         secret = f"oct_{secrets.token_hex(4)}_{secrets.token_urlsafe(32)}"
-        row = await self.store.create_api_key(
-            uuid.UUID(principal.user_id), display_name, secret[:_SHOWN_PREFIX], _digest(secret)
-        )
+        row = await self.store.create_api_key(uuid.UUID(principal.user_id), display_name, secret[:_SHOWN_PREFIX], _digest(secret))
         return row, secret
 
     async def page(self, user_id: str, limit: int, after: tuple[datetime, uuid.UUID] | None) -> Sequence[ApiKeyRow]:

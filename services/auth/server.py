@@ -15,6 +15,7 @@ from .store import AuthStore
 
 
 async def setup(rt: Runtime) -> None:
+    assert rt.redis is not None, "SERVICE asks for Valkey, so the runtime connected it"
     store = AuthStore(rt.db)
     sessions = Sessions(rt.redis)
     api_keys = ApiKeys(store, rt.redis)

@@ -117,9 +117,7 @@ class AuthStore:
                 )
                 return "reused", row["session_id"], row["user_id"]
             await con.execute("UPDATE refresh_tokens SET used_at = now() WHERE token_hash = $1", old_hash)
-            await con.execute(
-                "INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)", new_hash, row["session_id"]
-            )
+            await con.execute("INSERT INTO refresh_tokens (token_hash, session_id) VALUES ($1, $2)", new_hash, row["session_id"])
             return "rotated", row["session_id"], row["user_id"]
 
     async def session_expiry(self, session_id: UUID) -> datetime | None:

@@ -145,7 +145,9 @@ class Checkouts:
         )  # fmt: skip
         stored = await self.store.insert_checkout(checkout)
         if stored is None:  # a concurrent repeat of this request_id stored its checkout first
-            return _same_request(await self.store.checkout_by_request(user_id, request_id), request_hash)
+            first = await self.store.checkout_by_request(user_id, request_id)
+            assert first is not None, "the insert lost to a checkout with this request_id, and checkouts are never deleted"
+            return _same_request(first, request_hash)
         return stored
 
     def _validate(self, credit_pack: str, success_url: str, cancel_url: str, request_id: str) -> CreditPack:
@@ -171,6 +173,7 @@ class Checkouts:
         }
         if refused:
             raise invalid_argument(refused, reason="REDIRECT_NOT_ALLOWED")
+        assert pack is not None, "an unknown pack was refused above"
         return pack
 
     async def get(self, user_id: UUID, checkout_id: UUID) -> Checkout:
@@ -197,6 +200,7 @@ class Checkouts:
             # The user's account lock first, as for every change to their credits; then the checkout, current.
             balance = await tx.lock_account(found.user_id, self.ledger.opening(found.user_id))
             checkout = await tx.checkout(found.id, lock=True)
+            assert checkout is not None, "found above, and checkouts are never deleted"
             if isinstance(event, OrderPaid):
                 await self._paid(tx, checkout, event)
             else:

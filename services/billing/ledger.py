@@ -83,7 +83,9 @@ def insufficient_credits(needed: int, available: int) -> ApiError:
     )
 
 
-def _posting(user_id: UUID, reason: int, reference: str, description: str, *entries: tuple[str, int], **extra) -> Posting:
+def _posting(
+    user_id: UUID, reason: B.TransactionReason, reference: str, description: str, *entries: tuple[str, int], **extra
+) -> Posting:
     """A movement with its zero entries left out (an entry moves at least one credit)."""
     kept = tuple((account, credits) for account, credits in entries if credits)
     return Posting(uuid.uuid4(), user_id, reason, reference, description, kept, **extra)
@@ -195,6 +197,7 @@ class Ledger:
                 balance, held = await tx.reserve(posting, reference, quote, B.HOLD_STATE_HELD)
                 if held is None:  # another user's reservation took this reference meanwhile
                     raise _reference_reused(await tx.hold_by_reference(reference))
+        assert balance is not None, "a hold was made, so its account's row was read"
         return held, after(balance, posting.entries, held.created_at)
 
     async def hold(self, *, hold_id: UUID | None = None, reference: str = "") -> Hold:
@@ -212,6 +215,7 @@ class Ledger:
         async with self.store.transaction() as tx:
             await tx.lock_account(found.user_id, None)
             current = await tx.hold(hold_id)  # under the account lock: no other settlement can interleave
+            assert current is not None, "found above, and holds are never deleted (trigger holds_never_deleted)"
             if current.state == B.HOLD_STATE_CAPTURED and current.captured_credits == charge:
                 return current
             _refuse_settled(current)
@@ -223,6 +227,7 @@ class Ledger:
         async with self.store.transaction() as tx:
             await tx.lock_account(found.user_id, None)
             current = await tx.hold(hold_id)
+            assert current is not None, "found above, and holds are never deleted (trigger holds_never_deleted)"
             if current.state == B.HOLD_STATE_RELEASED:
                 return current
             _refuse_settled(current)
@@ -259,9 +264,7 @@ class Ledger:
             raise request_id_reused("grant") from None
         return movement, after(balance, movement.entries, movement.created_at)
 
-    async def movements(
-        self, user_id: UUID, limit: int, reason: int, after_key: tuple[datetime, UUID] | None
-    ) -> list[Movement]:
+    async def movements(self, user_id: UUID, limit: int, reason: int, after_key: tuple[datetime, UUID] | None) -> list[Movement]:
         """The user's movements, newest first; the first look opens the account (so the welcome grant shows)."""
         await self.balance(user_id)
         return list(await self.store.movements(user_id, limit, reason=reason, after=after_key))

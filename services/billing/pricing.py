@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from google.protobuf import duration_pb2
 from octavia.billing.v1 import billing_pb2
@@ -31,7 +32,7 @@ MAX_TARGET_LANGUAGES = 100
 class Quote:
     """A priced usage. `languages` is the count the price used (0 for a transcription)."""
 
-    kind: int
+    kind: jobs_pb2.JobKind
     duration_ns: int
     languages: int
     billable_s: int
@@ -59,9 +60,10 @@ class Pricing:
 
     def price_list(self) -> list[billing_pb2.Price]:
         """One price per job kind, in the API's order of kinds."""
-        return [self.price(jobs_pb2.JobKind.Value(f"JOB_KIND_{name.upper()}")) for name in JOB_KINDS]
+        # The stubs type EnumTypeWrapper.Value as returning a bare int.
+        return [self.price(cast(jobs_pb2.JobKind, jobs_pb2.JobKind.Value(f"JOB_KIND_{name.upper()}"))) for name in JOB_KINDS]
 
-    def price(self, kind: int) -> billing_pb2.Price:
+    def price(self, kind: jobs_pb2.JobKind) -> billing_pb2.Price:
         price = self._prices[kind_name(kind)]
         return billing_pb2.Price(
             kind=kind,

@@ -18,6 +18,8 @@ from datetime import datetime
 from uuid import UUID
 
 import asyncpg
+from octavia.billing.v1 import billing_pb2
+from octavia.jobs.v1 import jobs_pb2
 
 from .pricing import Quote
 
@@ -32,7 +34,7 @@ class Posting:
 
     id: UUID
     user_id: UUID
-    reason: int
+    reason: billing_pb2.TransactionReason
     reference: str
     description: str
     entries: tuple[tuple[str, int], ...]
@@ -45,7 +47,7 @@ class Posting:
 class Movement:
     id: UUID
     user_id: UUID
-    reason: int
+    reason: billing_pb2.TransactionReason
     reference: str
     description: str
     hold_id: UUID | None
@@ -69,8 +71,8 @@ class Hold:
     reference: str
     credits: int
     captured_credits: int
-    state: int
-    kind: int
+    state: billing_pb2.HoldState
+    kind: jobs_pb2.JobKind
     duration_ns: int
     target_language_count: int
     description: str
@@ -86,7 +88,7 @@ class Checkout:
     credits: int
     price_minor_units: int
     currency: str
-    state: int
+    state: billing_pb2.CheckoutState
     url: str
     success_url: str
     cancel_url: str
@@ -149,7 +151,7 @@ _RESERVE = (
 
 
 def _posting_args(p: Posting) -> tuple:
-    accounts, amounts = zip(*p.entries)
+    accounts, amounts = zip(*p.entries, strict=True)
     return (
         p.id, p.user_id, p.reason, p.reference, p.description, p.hold_id, p.request_id, p.request_hash,
         list(accounts), list(amounts),
@@ -161,7 +163,7 @@ def _movement(p: Posting, created_at: datetime) -> Movement:
 
 
 def _movement_row(row: asyncpg.Record) -> Movement:
-    entries = tuple(zip(row["accounts"], row["amounts"]))
+    entries = tuple(zip(row["accounts"], row["amounts"], strict=True))
     return Movement(
         row["id"], row["user_id"], row["reason"], row["reference"], row["description"], row["hold_id"], entries,
         row["request_hash"], row["created_at"],
@@ -173,7 +175,9 @@ async def _hold_where(db: asyncpg.Pool | asyncpg.Connection, column: str, value:
     return Hold(**row) if row else None
 
 
-async def _checkout_where(db: asyncpg.Pool | asyncpg.Connection, column: str, value: object, lock: bool = False) -> Checkout | None:
+async def _checkout_where(
+    db: asyncpg.Pool | asyncpg.Connection, column: str, value: object, lock: bool = False
+) -> Checkout | None:
     row = await db.fetchrow(
         f"SELECT {_CHECKOUT_COLUMNS} FROM checkouts WHERE {column} = $1{' FOR UPDATE' if lock else ''}", value
     )
@@ -330,7 +334,7 @@ class BillingStore:
         self, user_id: UUID, limit: int, *, reason: int = 0, after: tuple[datetime, UUID] | None = None
     ) -> Sequence[Movement]:
         """The user's movements, newest first, after a keyset position."""
-        where, args = ["m.user_id = $1"], [user_id]
+        where, args = ["m.user_id = $1"], list[object]([user_id])
         if reason:
             args.append(reason)
             where.append(f"m.reason = ${len(args)}")

@@ -66,9 +66,7 @@ class Catalogue:
     async def pairs(self) -> set[tuple[str, str]]:
         if self._pairs is None or time.monotonic() - self._pairs[0] > CATALOGUE_TTL_S:
             reply = await self.translate.ListLanguagePairs(translate_pb2.ListLanguagePairsRequest(), timeout=5)
-            pairs = {
-                (primary_language(p.source_language), primary_language(p.target_language)) for p in reply.language_pairs
-            }
+            pairs = {(primary_language(p.source_language), primary_language(p.target_language)) for p in reply.language_pairs}
             self._pairs = (time.monotonic(), pairs)
         return self._pairs[1]
 
@@ -251,7 +249,7 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise not_found("asset", asset) from None
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise invalid_argument({"job.input_asset": exc.details()}, reason="INPUT_NOT_MEDIA") from None
+                raise invalid_argument({"job.input_asset": exc.details() or ""}, reason="INPUT_NOT_MEDIA") from None
             raise
 
     async def _check_languages(self, job: jobs_pb2.Job) -> None:
@@ -391,7 +389,9 @@ def _dubbing_problems(job: jobs_pb2.Job) -> dict[str, str]:
         bad["job.dubbing_options.voices"] = "values must be voice names, voices/{voice} (see ListVoices)"
     cap = options.max_speed_factor
     if cap and not 1.0 <= cap <= MAX_SPEED_FACTOR:
-        bad["job.dubbing_options.max_speed_factor"] = f"0 (the default, {pipeline.DEFAULT_MAX_SPEED_FACTOR}) or 1.0 to {MAX_SPEED_FACTOR}"
+        bad["job.dubbing_options.max_speed_factor"] = (
+            f"0 (the default, {pipeline.DEFAULT_MAX_SPEED_FACTOR}) or 1.0 to {MAX_SPEED_FACTOR}"
+        )
     hard = options.hard_speed_cap
     if hard and not max(1.0, cap or pipeline.DEFAULT_MAX_SPEED_FACTOR) <= hard <= MAX_HARD_SPEED_CAP:
         bad["job.dubbing_options.hard_speed_cap"] = (

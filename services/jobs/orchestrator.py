@@ -267,7 +267,12 @@ def on_event(
         else:
             # A worker saw a cancel flag this job does not have (left from an earlier
             # failure of the same job id cannot happen; be safe): fail rather than hang.
-            _fail(job, error_status("STAGE_CANCELLED", f"{stage_name(node.stage)} stopped unexpectedly", DOMAIN, code_pb2.ABORTED), node, now)
+            _fail(
+                job,
+                error_status("STAGE_CANCELLED", f"{stage_name(node.stage)} stopped unexpectedly", DOMAIN, code_pb2.ABORTED),
+                node,
+                now,
+            )
         return effects
 
     return Effects(ignored="unknown outcome")
@@ -360,7 +365,10 @@ def expire(
         status.state = P.STAGE_STATE_FAILED
         limit = int(pipeline.time_limit(job))
         error = error_status(
-            "STAGE_TIMEOUT", f"did not finish within its time limit of {limit} s, {status.attempt} times", DOMAIN, code_pb2.DEADLINE_EXCEEDED
+            "STAGE_TIMEOUT",
+            f"did not finish within its time limit of {limit} s, {status.attempt} times",
+            DOMAIN,
+            code_pb2.DEADLINE_EXCEEDED,
         )
         status.error.CopyFrom(error)
         _fail(job, error, node, now)
@@ -412,7 +420,7 @@ def _record_result(job: jobs_pb2.Job, nodes: list[Node], event: stages_pb2.Stage
 
 def _no_speech(job: jobs_pb2.Job, nodes: list[Node]) -> bool:
     """A dubbing job whose transcript had no segment: every dub is the original audio."""
-    fanned = [status for node, status in zip(nodes, job.stages) if node.fans_out]
+    fanned = [status for node, status in zip(nodes, job.stages, strict=True) if node.fans_out]
     return bool(fanned) and all(status.total_segments == 0 for status in fanned)
 
 
@@ -441,12 +449,12 @@ def _record_artifacts(job: jobs_pb2.Job, event: stages_pb2.StageEvent, assets: d
 def _progress(job: jobs_pb2.Job, nodes: list[Node], node: Node, fraction: float, message: str, now: datetime) -> None:
     """Overall percent: finished stages' weights plus the running one's share; never decreases."""
     total = sum(n.weight for n in nodes)
-    done = sum(n.weight for n, s in zip(nodes, job.stages) if s.state == P.STAGE_STATE_SUCCEEDED)
+    done: float = sum(n.weight for n, s in zip(nodes, job.stages, strict=True) if s.state == P.STAGE_STATE_SUCCEEDED)
     if job.stages[nodes.index(node)].state == P.STAGE_STATE_RUNNING:
         done += node.weight * max(0.0, min(1.0, fraction))
     percent = min(99, int(100 * done / total))
     job.progress.percent = max(job.progress.percent, percent)
-    running = [n for n, s in zip(nodes, job.stages) if s.state == P.STAGE_STATE_RUNNING]
+    running = [n for n, s in zip(nodes, job.stages, strict=True) if s.state == P.STAGE_STATE_RUNNING]
     current = node if node in running or not running else running[-1]
     job.progress.stage = current.stage
     job.progress.message = f"{_label(current)}: {message}" if message else _label(current)

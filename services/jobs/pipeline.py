@@ -54,7 +54,7 @@ DEFAULT_HARD_SPEED_CAP = fit.FitLimits.hard_cap
 
 @dataclass(frozen=True)
 class Node:
-    stage: int
+    stage: jobs_pb2.Stage
     language: str  # a target language, or SOURCE
     after: tuple[int, ...]  # nodes that must succeed first
 
@@ -68,7 +68,7 @@ class Node:
         return self.stage in FAN_OUT_STAGES
 
 
-def plan(kind: int, targets: list[str]) -> list[Node]:
+def plan(kind: jobs_pb2.JobKind, targets: list[str]) -> list[Node]:
     """The nodes of a job, in pipeline order."""
     nodes = [
         Node(P.STAGE_PROBE, SOURCE, ()),
@@ -115,9 +115,7 @@ def key(job_id: str, stage: int, language: str, role: str, ext: str) -> str:
     return f"jobs/{job_id}/{stage_name(stage)}/{language or '_'}/{role}.{ext}"
 
 
-
-
-def _ref(role: int, key_: str, content_type: str, language: str = "") -> stages_pb2.ArtifactRef:
+def _ref(role: stages_pb2.ArtifactRole, key_: str, content_type: str, language: str = "") -> stages_pb2.ArtifactRef:
     return R.ArtifactRef(role=role, key=key_, content_type=content_type, language=language)
 
 
@@ -156,7 +154,7 @@ ARTIFACT_KINDS = {
 }
 
 
-def subtitle_formats(job: jobs_pb2.Job) -> list[int]:
+def subtitle_formats(job: jobs_pb2.Job) -> list[jobs_pb2.SubtitleFormat]:
     return list(dict.fromkeys(job.subtitle_options.formats)) or [P.SUBTITLE_FORMAT_SRT, P.SUBTITLE_FORMAT_VTT]
 
 
@@ -209,7 +207,9 @@ def build_task(
         task.outputs.append(_ref(R.ARTIFACT_ROLE_ASR_AUDIO, key(job_id, stage, SOURCE, "asr_audio", "wav"), "audio/wav"))
         task.extract_audio.asr_sample_rate_hertz = 16000
     elif stage == P.STAGE_TRANSCRIBE:
-        task.inputs.append(_ref(R.ARTIFACT_ROLE_ASR_AUDIO, key(job_id, P.STAGE_EXTRACT_AUDIO, SOURCE, "asr_audio", "wav"), "audio/wav"))
+        task.inputs.append(
+            _ref(R.ARTIFACT_ROLE_ASR_AUDIO, key(job_id, P.STAGE_EXTRACT_AUDIO, SOURCE, "asr_audio", "wav"), "audio/wav")
+        )
         task.outputs.append(_transcript(job_id))
         task.transcribe.model = job.transcription_options.model
         task.transcribe.language = job.source_language
@@ -253,12 +253,16 @@ def build_task(
     elif stage == P.STAGE_ENCODE:
         ext, content_type = _AUDIO_OUTPUTS[dubbing.audio_format]
         task.inputs.append(_mixed(job_id, node.language))
-        task.outputs.append(_ref(R.ARTIFACT_ROLE_ENCODED_AUDIO, key(job_id, stage, node.language, "dub", ext), content_type, node.language))
+        task.outputs.append(
+            _ref(R.ARTIFACT_ROLE_ENCODED_AUDIO, key(job_id, stage, node.language, "dub", ext), content_type, node.language)
+        )
         task.encode.audio_format = dubbing.audio_format or P.AUDIO_FORMAT_M4A
     elif stage == P.STAGE_MUX:
         task.inputs.extend([source_media, _mixed(job_id, node.language), _sync_report(job_id, node.language)])
         task.inputs.append(_translation(job_id, node.language))
-        task.outputs.append(_ref(R.ARTIFACT_ROLE_VIDEO, key(job_id, stage, node.language, "dub", "mp4"), "video/mp4", node.language))
+        task.outputs.append(
+            _ref(R.ARTIFACT_ROLE_VIDEO, key(job_id, stage, node.language, "dub", "mp4"), "video/mp4", node.language)
+        )
         task.mux.fit_policy = dubbing.fit_policy or P.FIT_POLICY_KEEP_TIMING
         task.mux.keep_original_audio = dubbing.keep_original_audio
         task.mux.soft_subtitles = dubbing.soft_subtitles

@@ -25,6 +25,7 @@ import asyncpg
 import grpc
 import structlog
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js.kv import KeyValue
 from octavia.jobs.v1 import jobs_pb2, stages_pb2
 from octavia.media.v1 import media_pb2, media_pb2_grpc
 
@@ -57,7 +58,7 @@ class Runner:
         self.credits = credits
         self._outbox = asyncio.Event()
         self._settlements = asyncio.Event()
-        self._cancel_kv = None
+        self._cancel_kv: KeyValue | None = None
         self._cleanups: set[asyncio.Task] = set()
 
     # -- changes ---------------------------------------------------------------------------
@@ -192,9 +193,7 @@ class Runner:
         except ValueError:
             return
         assets: dict[str, media_pb2.Asset] = {}
-        if event.outcome == stages_pb2.STAGE_OUTCOME_SUCCEEDED and any(
-            o.role in pipeline.ARTIFACT_KINDS for o in event.outputs
-        ):
+        if event.outcome == stages_pb2.STAGE_OUTCOME_SUCCEEDED and any(o.role in pipeline.ARTIFACT_KINDS for o in event.outputs):
             row = await self.store.get(None, job_id)
             if row is None or row.state in pipeline.TERMINAL_STATES:
                 return
@@ -248,8 +247,13 @@ class Runner:
                     def change(locked: Locked) -> Effects:
                         nodes = pipeline.plan(locked.job.kind, list(locked.job.target_languages))
                         return orchestrator.expire(
-                            _named(locked), nodes, locked.deadlines, now(), cancel_timeout_s=CANCEL_TIMEOUT_S,
-                            segments=locked.segments, frame_rate=locked.frame_rate,
+                            _named(locked),
+                            nodes,
+                            locked.deadlines,
+                            now(),
+                            cancel_timeout_s=CANCEL_TIMEOUT_S,
+                            segments=locked.segments,
+                            frame_rate=locked.frame_rate,
                         )
 
                     await self.change(job_id, change)

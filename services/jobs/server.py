@@ -15,6 +15,7 @@ from .store import JobStore
 
 
 async def setup(rt: Runtime) -> None:
+    assert rt.redis is not None, "SERVICE asks for Valkey, so the runtime connected it"
     store = JobStore(rt.db)
     credits = Credits(rt.channel("billing"))
     runner = Runner(store, rt.js, rt.nc, rt.channel("media"), credits)

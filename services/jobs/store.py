@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,8 +22,8 @@ from .pipeline import TERMINAL_STATES
 class JobRow:
     id: UUID
     owner_id: UUID
-    kind: int
-    state: int
+    kind: jobs_pb2.JobKind
+    state: jobs_pb2.State
     spec: bytes
     request_id: str | None
     created_at: datetime
@@ -94,7 +95,7 @@ class JobStore:
         job: jobs_pb2.Job,
         request_id: str | None,
         request_hash: bytes | None,
-        tasks: list[stages_pb2.StageTask],
+        tasks: builtins.list[stages_pb2.StageTask],
         frame_rate: float = 0.0,
         hold: str | None = None,
     ) -> tuple[JobRow, bool]:
@@ -138,11 +139,10 @@ class JobStore:
         """The hold for `job_id` was refused or released: nothing is left to clean up."""
         await self.pool.execute("DELETE FROM reservations WHERE job_id = $1", job_id)
 
-    async def abandoned_reservations(self, older_than_s: float, limit: int = 100) -> list[UUID]:
+    async def abandoned_reservations(self, older_than_s: float, limit: int = 100) -> builtins.list[UUID]:
         """Reservations whose job was never created (CreateJob crashed or lost its caller)."""
         rows = await self.pool.fetch(
-            "SELECT job_id FROM reservations WHERE created_at < now() - make_interval(secs => $1)"
-            " ORDER BY created_at LIMIT $2",
+            "SELECT job_id FROM reservations WHERE created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT $2",
             older_than_s,
             limit,
         )
@@ -209,7 +209,7 @@ class JobStore:
             if row is not None and row["hold"] and row["state"] not in TERMINAL_STATES:
                 await _owe(con, Settlement(job_id, row["hold"], capture=False))
 
-    async def unfinished_due(self, limit: int = 100) -> list[UUID]:
+    async def unfinished_due(self, limit: int = 100) -> builtins.list[UUID]:
         """Unfinished jobs with a stage past its deadline, or cancelling: the sweeper looks at them."""
         rows = await self.pool.fetch(
             "SELECT id FROM jobs WHERE state IN (1, 2, 3) AND (state = 3 OR EXISTS ("

@@ -22,7 +22,7 @@ def job_message(row: JobRow) -> jobs_pb2.Job:
     return job
 
 
-def job_event(row: JobRow, kind: int) -> jobs_pb2.JobEvent:
+def job_event(row: JobRow, kind: jobs_pb2.JobEventType) -> jobs_pb2.JobEvent:
     """The event announcing `row` as it is now: a snapshot, a state change or progress."""
     job = job_message(row)
     final = job.state in TERMINAL_STATES

@@ -141,7 +141,9 @@ class BlobServer:
         sent_type = request.headers.get("Content-Type", "")
         if grant.content_type and _media_type(sent_type) != _media_type(grant.content_type):
             raise _Refused(
-                403, "CONTENT_TYPE_MISMATCH", f"the URL was signed for Content-Type {grant.content_type}, not {sent_type or 'none'}"
+                403,
+                "CONTENT_TYPE_MISMATCH",
+                f"the URL was signed for Content-Type {grant.content_type}, not {sent_type or 'none'}",
             )
         limit = grant.max_bytes
         if limit is not None and request.content_length is not None and request.content_length > limit:

@@ -39,7 +39,7 @@ class DubSettings:
     job: str
     language: str
     media_duration: float  # the job's paid duration: no more of the source is used
-    policy: int  # a FitPolicy value
+    policy: jobs_pb2.FitPolicy
     limits: fit.FitLimits
     background_level: float
 
@@ -133,7 +133,9 @@ def mux_dub(
     srt = None
     if settings.soft_subtitles or settings.burn_in:
         srt = folder / f"{settings.language}.srt"
-        cues = subtitles.build_cues(dubbed_timing(translation, report), frame_rate=settings.frame_rate, language=settings.language)
+        cues = subtitles.build_cues(
+            dubbed_timing(translation, report), frame_rate=settings.frame_rate, language=settings.language
+        )
         srt.write_text(subtitles.to_srt(cues.cues), encoding="utf-8")
     mixing.mux_video(
         video,

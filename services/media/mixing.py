@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import av
 import numpy as np
@@ -72,6 +73,7 @@ _MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "ala
 # libass draws nothing, silently, when it finds no font.
 FONTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "fonts"
 SUBTITLE_FONT = "Source Sans Pro"
+
 
 @dataclass(frozen=True)
 class VoiceSegment:
@@ -380,9 +382,9 @@ def _duck_depth(voice: str | os.PathLike) -> np.ndarray:
             spans.append((start, end))
     t = np.arange(blocks + round(DUCK_RAMP_S * _ENVELOPE_RATE)) / _ENVELOPE_RATE
     depth = np.zeros(len(t))
-    for start, end in spans:
-        lo, hi = (max(0, int((start - DUCK_RAMP_S) * _ENVELOPE_RATE)), int((end + DUCK_RAMP_S) * _ENVELOPE_RATE) + 1)
-        ramps = np.minimum(t[lo:hi] - (start - DUCK_RAMP_S), (end + DUCK_RAMP_S) - t[lo:hi]) / DUCK_RAMP_S
+    for span_start, span_end in spans:
+        lo, hi = (max(0, int((span_start - DUCK_RAMP_S) * _ENVELOPE_RATE)), int((span_end + DUCK_RAMP_S) * _ENVELOPE_RATE) + 1)
+        ramps = np.minimum(t[lo:hi] - (span_start - DUCK_RAMP_S), (span_end + DUCK_RAMP_S) - t[lo:hi]) / DUCK_RAMP_S
         depth[lo:hi] = np.maximum(depth[lo:hi], np.clip(ramps, 0, 1))
     return depth
 
@@ -451,6 +453,7 @@ def _video_layout(path: str, max_seconds: float | None = None) -> tuple[Fraction
             raise FfmpegError(f"{path} has no video stream", None)
         video = container.streams.video[0]
         fps = video.average_rate or video.guessed_rate
+        assert fps is not None, f"ffmpeg knows no frame rate of {path}'s video"
         if max_seconds is not None:
             frames = round(max_seconds * fps)
         else:
@@ -458,7 +461,7 @@ def _video_layout(path: str, max_seconds: float | None = None) -> tuple[Fraction
         audio = None
         if container.streams.audio:
             stream = default_audio_stream(path)
-            audio = (stream, container.streams[stream].rate)
+            audio = (stream, cast(av.AudioStream, container.streams[stream]).rate)  # the index of an audio stream
     return fps, frames, audio
 
 
@@ -502,6 +505,7 @@ def _hold_graph(
         graph.append(f"[0:{audio[0]}]asplit={pieces}" + "".join(f"[a{i}]" for i in range(pieces)))
     joined = []
     for i, (start, end) in enumerate(itertools.pairwise(bounds)):
+        assert start is not None, "only the last bound is open"
         hold = cuts[i][1] if i < len(cuts) else 0
         if picture:
             trim = f"start_frame={start}" + ("" if end is None else f":end_frame={end}")
@@ -514,7 +518,9 @@ def _hold_graph(
             pad = f",apad=pad_len={_samples(hold, fps, audio[1])}" if hold else ""
             graph.append(f"[a{i}]atrim={trim},asetpts=PTS-STARTPTS{pad}[pa{i}]")
             joined.append(f"[pa{i}]")
-    graph.append("".join(joined) + f"concat=n={pieces}:v={int(picture)}:a={int(bool(audio))}" + "[v]" * picture + "[a]" * bool(audio))
+    graph.append(
+        "".join(joined) + f"concat=n={pieces}:v={int(picture)}:a={int(bool(audio))}" + "[v]" * picture + "[a]" * bool(audio)
+    )
     return ";".join(graph)
 
 

@@ -29,6 +29,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
 
 import av
 from google.protobuf.duration_pb2 import Duration
@@ -86,7 +87,9 @@ def probe(path: str | os.PathLike) -> media_pb2.MediaInfo:
             info = _describe(container)
             main = _main_stream(container)
             if main is None:  # subtitles, a lone cover picture, data
-                raise MediaRejected("NOT_MEDIA", f"the file ({info.format_long_name or info.format_name}) holds no audio or video")
+                raise MediaRejected(
+                    "NOT_MEDIA", f"the file ({info.format_long_name or info.format_name}) holds no audio or video"
+                )
             _settle_durations(info, _measure(container, main))
         except av.FFmpegError as exc:
             raise MediaRejected("NOT_MEDIA", f"the file's media cannot be read ({_why(exc)})") from None
@@ -146,13 +149,16 @@ def _describe_stream(stream: av.stream.Stream) -> media_pb2.MediaStream:
         described.language = language
     if stream.duration and stream.time_base:
         described.duration.CopyFrom(_to_duration(float(stream.duration * stream.time_base)))
+    # An audio (video) stream's codec context is an AudioCodecContext (VideoCodecContext).
     if stream.type == "audio":
-        described.sample_rate_hertz = context.sample_rate or 0
-        described.channels = context.channels or 0
-        described.channel_layout = context.layout.name if context.layout else ""
+        audio = cast(av.AudioCodecContext, context)
+        described.sample_rate_hertz = audio.sample_rate or 0
+        described.channels = audio.channels or 0
+        described.channel_layout = audio.layout.name if audio.layout else ""
     elif stream.type == "video":
-        described.width = context.width or 0
-        described.height = context.height or 0
+        video = cast(av.VideoCodecContext, context)
+        described.width = video.width or 0
+        described.height = video.height or 0
         described.frame_rate = float(stream.average_rate) if stream.average_rate else 0.0
         described.attached_picture = bool(stream.disposition & av.stream.Disposition.attached_pic)
     return described
@@ -162,9 +168,9 @@ def _main_stream(container: av.container.InputContainer) -> av.stream.Stream | N
     """The stream the file is for: its first audio stream, else its first moving video."""
     for stream in container.streams.audio:
         return stream
-    for stream in container.streams.video:
-        if not _is_picture(stream):
-            return stream
+    for video in container.streams.video:
+        if not _is_picture(video):
+            return video
     return None
 
 
@@ -257,7 +263,9 @@ def _settle_durations(info: media_pb2.MediaInfo, measured: Mapping[int, tuple[fl
 
 
 def _is_timed(stream: media_pb2.MediaStream) -> bool:
-    return stream.type == media_pb2.STREAM_TYPE_AUDIO or (stream.type == media_pb2.STREAM_TYPE_VIDEO and not stream.attached_picture)
+    return stream.type == media_pb2.STREAM_TYPE_AUDIO or (
+        stream.type == media_pb2.STREAM_TYPE_VIDEO and not stream.attached_picture
+    )
 
 
 def _length(spans: Iterable[tuple[float, float]]) -> float:

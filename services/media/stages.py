@@ -124,7 +124,6 @@ class MediaStages:
             R.RenderSubtitlesResult(cue_count=len(rendered.cues), reading_speed_warnings=rendered.reading_speed_warnings),
         )
 
-
     async def _read(self, ref: stages_pb2.ArtifactRef, path: Path) -> Path:
         try:
             await self.storage.get_file(ref.key, path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
@@ -14,7 +15,7 @@ from octavia.media.v1 import media_pb2
 class AssetRow:
     id: UUID
     owner_id: UUID
-    kind: int
+    kind: media_pb2.AssetKind
     filename: str
     content_type: str
     size_bytes: int
@@ -31,7 +32,7 @@ class UploadRow:
     filename: str
     content_type: str
     size_bytes: int
-    state: int
+    state: media_pb2.UploadState
     staging_key: str
     request_id: str | None
     asset_id: UUID | None
@@ -44,7 +45,7 @@ class UploadRow:
 class PutWindow:
     """What decides whether a PUT to an upload's staging key may still store its body."""
 
-    state: int
+    state: media_pb2.UploadState
     expired: bool  # past its expiry: no PUT may begin
     past_grace: bool  # and past the grace a PUT begun just before the expiry gets to finish
     completing: bool  # a CompleteUpload is moving what arrived
@@ -193,7 +194,7 @@ class MediaStore:
         )
         return _upload(first), False
 
-    async def get_upload(self, owner_id: str, upload_id: UUID) -> UploadRow | None:
+    async def get_upload(self, owner_id: str | UUID, upload_id: UUID) -> UploadRow | None:
         row = await self.pool.fetchrow(
             f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE id = $1 AND owner_id = $2", upload_id, owner_id
         )
@@ -274,7 +275,7 @@ class MediaStore:
             )
         return _asset(row)
 
-    async def uploads_to_sweep(self, older_than: timedelta, limit: int) -> list[tuple[UUID, str]]:
+    async def uploads_to_sweep(self, older_than: timedelta, limit: int) -> builtins.list[tuple[UUID, str]]:
         """(id, staging key) of uploads expired for longer than `older_than`, not yet swept."""
         rows = await self.pool.fetch(
             "SELECT id, staging_key FROM uploads WHERE NOT swept AND expire_time < now() - $1::interval"
@@ -294,12 +295,12 @@ class MediaStore:
         )
         return PutWindow(**row) if row else None
 
-    async def upload_states(self, upload_ids: list[UUID]) -> dict[UUID, int]:
+    async def upload_states(self, upload_ids: builtins.list[UUID]) -> dict[UUID, int]:
         """The state of each of these uploads that exists."""
         rows = await self.pool.fetch("SELECT id, state FROM uploads WHERE id = ANY($1::uuid[])", upload_ids)
         return {row["id"]: row["state"] for row in rows}
 
-    async def mark_swept(self, upload_ids: list[UUID]) -> None:
+    async def mark_swept(self, upload_ids: builtins.list[UUID]) -> None:
         await self.pool.execute(
             "UPDATE uploads SET swept = true, state = CASE WHEN state = $2 THEN $3 ELSE state END, updated_at = now()"
             " WHERE id = ANY($1::uuid[])",

@@ -104,13 +104,9 @@ _RULES: dict[str, LanguageRules] = {
     "en": LanguageRules(
         max_line_width=_LATIN_LINE,
         max_chars_per_second=20,  # Netflix English (USA) TTSG, adult programmes
-        articles=_words(
-            "a an the this that these those my your his her its our their some any each every no "
-            "another whose"
-        ),
+        articles=_words("a an the this that these those my your his her its our their some any each every no another whose"),
         conjunctions=_words(
-            "and but or nor so yet because although though while whereas if unless until when "
-            "whenever where since which who whom"
+            "and but or nor so yet because although though while whereas if unless until when whenever where since which who whom"
         ),
         prepositions=_words(
             "about above across after against along among around at before behind below beneath "
@@ -131,9 +127,7 @@ _RULES: dict[str, LanguageRules] = {
             "nossas cada algum alguma nenhum nenhuma"
         ),
         conjunctions=_words("e mas ou porque pois que quando se embora enquanto porém contudo então como"),
-        prepositions=_words(
-            "de em para por com sem sobre entre até desde contra após durante perante sob"
-        ),
+        prepositions=_words("de em para por com sem sobre entre até desde contra após durante perante sob"),
         binding=_words("de"),
         source=_LATIN_SOURCE,
     ),
@@ -147,8 +141,7 @@ _RULES: dict[str, LanguageRules] = {
         ),
         conjunctions=_words("y e o u pero sino porque pues que cuando si aunque mientras como"),
         prepositions=_words(
-            "a ante bajo con contra de desde durante en entre hacia hasta mediante para por según "
-            "sin sobre tras"
+            "a ante bajo con contra de desde durante en entre hacia hasta mediante para por según sin sobre tras"
         ),
         binding=_words("de"),
         source=_LATIN_SOURCE,
@@ -161,10 +154,7 @@ _RULES: dict[str, LanguageRules] = {
             "nos votre vos leur leurs chaque quelques aucun aucune"
         ),
         conjunctions=_words("et mais ou donc car ni or que qui quand si parce lorsque puisque comme"),
-        prepositions=_words(
-            "à dans par pour en vers avec sans sous sur chez entre contre depuis pendant avant "
-            "après de selon"
-        ),
+        prepositions=_words("à dans par pour en vers avec sans sous sur chez entre contre depuis pendant avant après de selon"),
         binding=_words("de"),
         source=_LATIN_SOURCE,
     ),
@@ -177,12 +167,9 @@ _RULES: dict[str, LanguageRules] = {
             "ihren ihrem unser unsere euer eure dieser diese dieses diesen diesem jeder jede jedes "
             "jeden jedem zum zur im am vom beim ins ans"
         ),
-        conjunctions=_words(
-            "und aber oder denn sondern weil dass wenn als ob obwohl während damit bevor nachdem"
-        ),
+        conjunctions=_words("und aber oder denn sondern weil dass wenn als ob obwohl während damit bevor nachdem"),
         prepositions=_words(
-            "an auf aus bei bis durch für gegen hinter in mit nach neben ohne seit über um unter "
-            "von vor zu zwischen trotz wegen"
+            "an auf aus bei bis durch für gegen hinter in mit nach neben ohne seit über um unter von vor zu zwischen trotz wegen"
         ),
         source=_LATIN_SOURCE,
     ),
@@ -232,9 +219,7 @@ _RULES: dict[str, LanguageRules] = {
 }
 
 # Any other language: the general limits, breaks at punctuation only.
-GENERIC_RULES = LanguageRules(
-    max_line_width=_LATIN_LINE, max_chars_per_second=17, source=_LATIN_SOURCE
-)
+GENERIC_RULES = LanguageRules(max_line_width=_LATIN_LINE, max_chars_per_second=17, source=_LATIN_SOURCE)
 
 
 def rules_for(language: str | None) -> LanguageRules:
@@ -250,9 +235,7 @@ _CLAUSE_END = ",;:—–、，；："
 # Closing quotes and brackets that may follow a sentence's last mark.
 _CLOSERS = "\"'»”’)]}」』）］｝】〕〉》"
 # Kinsoku and its Latin equivalent: these never start a line...
-_NO_BREAK_BEFORE = frozenset(
-    ",.!?;:)]}»”’…、。，．！？；：）］｝」』】〕〉》ー～ぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮヵヶ・"
-)
+_NO_BREAK_BEFORE = frozenset(",.!?;:)]}»”’…、。，．！？；：）］｝」』】〕〉》ー～ぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮヵヶ・")
 # ...and these never end one.
 _NO_BREAK_AFTER = frozenset("([{«“‘¿¡（［｛「『【〔〈《")
 # A full stop after these does not end a sentence.
@@ -470,7 +453,7 @@ def _word_tokens(segment: transcribe_pb2.Segment, rules: LanguageRules) -> list[
     # without that convention gives bare words, spaced by the language.
     whisper_spacing = any(text[:1].isspace() for text in raw[1:])
     tokens = []
-    for word, text in zip(segment.words, raw):
+    for word, text in zip(segment.words, raw, strict=True):
         cleaned = _clean(text)
         if not cleaned:
             continue
@@ -489,11 +472,11 @@ def _text_tokens(segment: transcribe_pb2.Segment, rules: LanguageRules) -> list[
     # The space before a token is part of the time before it, except before
     # the first (it separates the segment from the one before, not speech).
     spaces = [space_width if space and index else 0.0 for index, (_, space) in enumerate(pieces)]
-    weights = [_width(text, rules) + gap for (text, _), gap in zip(pieces, spaces)]
+    weights = [_width(text, rules) + gap for (text, _), gap in zip(pieces, spaces, strict=True)]
     total = sum(weights) or 1.0
     tokens = []
     elapsed = 0.0
-    for (text, space), weight, gap in zip(pieces, weights, spaces):
+    for (text, space), weight, gap in zip(pieces, weights, spaces, strict=True):
         token_start = elapsed + gap
         elapsed += weight
         tokens.append(
@@ -758,7 +741,7 @@ def _time_events(
             pair[:] = [start, end]
             limit = start - gap_ms
     # Chain events separated by a blink: extend the first to the minimum gap.
-    for current, following in zip(times, times[1:]):
+    for current, following in zip(times, times[1:], strict=False):
         if following[0] - current[1] < chain_ms:
             current[1] = max(current[1], min(following[0] - gap_ms, current[0] + _MAX_DURATION_MS))
     return times
@@ -802,10 +785,10 @@ def build_cues(
     spans = [(tokens[a].start_ms, max(t.end_ms for t in tokens[a:b])) for a, b in bounds]
     times = _time_events(spans, reading_ms, gap_ms, chain_ms, media_end)
 
-    cues = [Cue(start / 1000, end / 1000, event_lines) for (start, end), event_lines in zip(times, lines)]
+    cues = [Cue(start / 1000, end / 1000, event_lines) for (start, end), event_lines in zip(times, lines, strict=True)]
     warnings = sum(
         1
-        for (start, end), width in zip(times, widths)
+        for (start, end), width in zip(times, widths, strict=True)
         if width > rules.max_chars_per_second * (end - start) / 1000 + 1e-9
     )
     return Rendered(cues=cues, reading_speed_warnings=warnings)
@@ -859,6 +842,4 @@ def to_vtt(cues: list[Cue]) -> str:
 def transcript_json(transcript: transcribe_pb2.Transcript) -> str:
     """The TRANSCRIPT_JSON artifact: the transcript's protobuf JSON mapping
     (lowerCamelCase names, durations as "1.500s"), non-ASCII text kept as is."""
-    return json_format.MessageToJson(
-        transcript, preserving_proto_field_name=False, indent=2, ensure_ascii=False
-    )
+    return json_format.MessageToJson(transcript, preserving_proto_field_name=False, indent=2, ensure_ascii=False)

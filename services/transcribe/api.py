@@ -70,7 +70,9 @@ class TranscribeApi(transcribe_pb2_grpc.TranscribeServiceServicer):
         except AudioTooLong as exc:
             raise invalid_argument({"audio_content": str(exc)}, reason="CLIP_TOO_LONG") from exc
         except ModelUnavailable as exc:
-            raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, "MODEL_UNAVAILABLE", str(exc), metadata={"model": exc.model}) from exc
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION, "MODEL_UNAVAILABLE", str(exc), metadata={"model": exc.model}
+            ) from exc
         except TranscriptionCancelled as exc:
             raise ApiError(grpc.StatusCode.CANCELLED, "CANCELLED", str(exc)) from exc
         finally:

@@ -128,8 +128,8 @@ def assemble_base(models_dir: Path) -> Path:
     try:
         with open(building / "model.bin", "wb") as out:
             for part in parts:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out, 4 * 1024 * 1024)
+                with open(part, "rb") as piece:
+                    shutil.copyfileobj(piece, out, 4 * 1024 * 1024)
             out.flush()
             os.fsync(out.fileno())
         for src in side:

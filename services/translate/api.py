@@ -37,9 +37,7 @@ class TranslateApi(translate_pb2_grpc.TranslateServiceServicer):
         pairs = await asyncio.to_thread(self.translators.pairs)
         return translate_pb2.ListLanguagePairsResponse(
             language_pairs=[
-                self._pair_message(pair)
-                for pair in pairs
-                if source in ("", pair.source) and target in ("", pair.target)
+                self._pair_message(pair) for pair in pairs if source in ("", pair.source) and target in ("", pair.target)
             ]
         )
 
@@ -52,7 +50,9 @@ class TranslateApi(translate_pb2_grpc.TranslateServiceServicer):
         chars = sum(len(text) for text in request.texts)
         if len(request.texts) > MAX_TEXTS or chars > MAX_TEXT_CHARS:
             raise invalid_argument(
-                {"texts": f"{len(request.texts)} texts of {chars} characters; at most {MAX_TEXTS} texts and {MAX_TEXT_CHARS} characters"},
+                {
+                    "texts": f"{len(request.texts)} texts of {chars} characters; at most {MAX_TEXTS} texts and {MAX_TEXT_CHARS} characters"
+                },
                 reason="REQUEST_TOO_LARGE",
             )
         engine, pair = await self._engine(request.source_language, request.target_language, request.engine)

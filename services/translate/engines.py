@@ -192,7 +192,7 @@ class Pair:
 
     source: str
     target: str
-    engine: int  # a translate_pb2.Engine value
+    engine: translate_pb2.Engine
     engine_name: str
     quality_note: str
 
@@ -201,7 +201,7 @@ class Engine(ABC):
     """A translation engine: the pairs it serves and a batch translation."""
 
     name: ClassVar[str]
-    kind: ClassVar[int]  # a translate_pb2.Engine value
+    kind: ClassVar[translate_pb2.Engine]
     quality_note: ClassVar[str]
 
     @abstractmethod
@@ -239,7 +239,7 @@ class Engine(ABC):
         translated = self._translate([texts[i].strip() for i in todo], pair.source, pair.target)
         if len(translated) != len(todo):
             raise EngineFailure(f"{self.name} returned {len(translated)} translations for {len(todo)} texts")
-        for i, text in zip(todo, translated):
+        for i, text in zip(todo, translated, strict=True):
             out[i] = text.strip()
         return out
 
@@ -283,21 +283,27 @@ class BergamotEngine(Engine):
                     self._directions[direction] = _load_bergamot(direction)
                 except Exception as exc:  # noqa: BLE001 - the native backend raises its own kinds
                     raise EngineFailure(f"bergamot could not load the {direction} model: {exc}") from exc
-                log.info("translate.model_loaded", engine=self.name, direction=direction, seconds=round(time.perf_counter() - started, 2))
+                log.info(
+                    "translate.model_loaded",
+                    engine=self.name,
+                    direction=direction,
+                    seconds=round(time.perf_counter() - started, 2),
+                )
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="bergamot")
             return self._directions[direction]
 
     def _translate(self, texts: list[str], source: str, target: str) -> list[str]:
         translate = self._direction(self._DIRECTIONS[(source, target)])
-        assert self._pool is not None
+        pool = self._pool
+        assert pool is not None
 
         def pieces(sentences: list[str]) -> list[str]:
             # One sentence per call: joining sentences into one input was measured to lose
             # the boundaries (newlines vanish) and long inputs get truncated. The native
             # backend releases the GIL, so a small pool uses every core.
             try:
-                return list(self._pool.map(translate, sentences))
+                return list(pool.map(translate, sentences))
             except Exception as exc:  # noqa: BLE001
                 raise EngineFailure(f"bergamot failed: {exc}") from exc
 
@@ -327,6 +333,7 @@ def _load_bergamot(direction: str) -> Callable[[str], str]:
 
 
 # --- Apertium ---------------------------------------------------------------------------------
+
 
 class ApertiumEngine(Engine):
     """Rule-based translation through the `apertium` binary (Debian packages apertium and apertium-<pair>)."""
@@ -462,7 +469,12 @@ class MarianEngine(Engine):
                 except Exception as exc:  # noqa: BLE001 - transformers raises many kinds for a bad folder
                     raise EngineFailure(f"marian could not load {folder}: {exc}") from exc
                 self._models[(source, target)] = (tokenizer, model)
-                log.info("translate.model_loaded", engine=self.name, folder=str(folder), seconds=round(time.perf_counter() - started, 2))
+                log.info(
+                    "translate.model_loaded",
+                    engine=self.name,
+                    folder=str(folder),
+                    seconds=round(time.perf_counter() - started, 2),
+                )
             return self._models[(source, target)]
 
     def _translate(self, texts: list[str], source: str, target: str) -> list[str]:
@@ -481,13 +493,11 @@ class MarianEngine(Engine):
                     )
                     longest = int(encoded["input_ids"].shape[1])
                     with torch.inference_mode():
-                        generated = model.generate(
-                            **encoded, num_beams=self.num_beams, max_new_tokens=min(512, 2 * longest + 10)
-                        )
+                        generated = model.generate(**encoded, num_beams=self.num_beams, max_new_tokens=min(512, 2 * longest + 10))
                     decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
                 except Exception as exc:  # noqa: BLE001
                     raise EngineFailure(f"marian failed on {source}-{target}: {exc}") from exc
-                results.update(zip(batch, decoded))
+                results.update(zip(batch, decoded, strict=True))
             return [results[i] for i in range(len(sentences))]
 
         return translate_by_sentence(texts, pieces)
@@ -581,7 +591,7 @@ class Translators:
                 raise TranslationCancelled(f"stopped after {start} of {total} segments")
             batch = segments[start : start + batch_size]
             translated = engine.translate_batch([segment.text for segment in batch], transcript.language, target)
-            for segment, text in zip(batch, translated):
+            for segment, text in zip(batch, translated, strict=True):
                 result.segments.add(
                     index=segment.index,
                     start_offset=segment.start_offset,

@@ -40,7 +40,8 @@ class TtsApi(tts_pb2_grpc.TtsServiceServicer):
         )
         more = len(voices) > offset + limit
         return tts_pb2.ListVoicesResponse(
-            voices=voices[offset : offset + limit], next_page_token=encode_token({"offset": offset + limit}, scope) if more else ""
+            voices=voices[offset : offset + limit],
+            next_page_token=encode_token({"offset": offset + limit}, scope) if more else "",
         )
 
     async def GetVoice(self, request, context):

@@ -145,8 +145,10 @@ class CoquiEngine(Engine):
     def _synthesize(self, model: Any, text: str, voice: VoiceSpec, speed: float) -> np.ndarray:
         from TTS.utils.synthesizer import PAD_SILENCE_SAMPLES
 
-        if self.configured.length_scale is not None:
-            model.tts_model.length_scale = self.configured.length_scale / speed
+        configured = self.configured
+        assert configured is not None, "_load found a configured model"
+        if configured.length_scale is not None:
+            model.tts_model.length_scale = configured.length_scale / speed
         samples = np.asarray(model.tts(text), dtype=np.float32)
         # The Synthesizer pads every sentence with silence, the last one too: a dubbed segment's
         # speech must end where the voice does.
@@ -165,7 +167,9 @@ def _checkpoint(folder: Path) -> Path:
     for name in _CHECKPOINTS:
         if (folder / name).is_file():
             return folder / name
-    steps = {int(m[1]): path for path in folder.glob("checkpoint_*.pth") if (m := re.fullmatch(r"checkpoint_(\d+)\.pth", path.name))}
+    steps = {
+        int(m[1]): path for path in folder.glob("checkpoint_*.pth") if (m := re.fullmatch(r"checkpoint_(\d+)\.pth", path.name))
+    }
     if not steps:
         raise _unusable(folder, f"it has no checkpoint ({', '.join(_CHECKPOINTS)} or checkpoint_<step>.pth)")
     return steps[max(steps)]

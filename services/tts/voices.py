@@ -32,10 +32,10 @@ class VoiceSpec:
     name: str
     display_name: str
     language: str  # BCP-47
-    engine: int  # a tts_pb2.Engine value
+    engine: tts_pb2.Engine
     code: str
     speaker: str = ""
-    gender: int = tts_pb2.VOICE_GENDER_UNSPECIFIED
+    gender: tts_pb2.VoiceGender = tts_pb2.VOICE_GENDER_UNSPECIFIED
     quality_note: str = ""
 
     @property
@@ -95,7 +95,9 @@ VOICES: tuple[VoiceSpec, ...] = (
         quality_note="natural, clear; fast",
     ),
     *(
-        VoiceSpec(f"espeak-{tag.lower()}", f"eSpeak NG ({tag})", tag, tts_pb2.ENGINE_ESPEAK, code, quality_note="robotic, intelligible")
+        VoiceSpec(
+            f"espeak-{tag.lower()}", f"eSpeak NG ({tag})", tag, tts_pb2.ENGINE_ESPEAK, code, quality_note="robotic, intelligible"
+        )
         for tag, code in _ESPEAK_LANGUAGES
     ),
 )
@@ -112,7 +114,9 @@ def coqui_voices() -> tuple[VoiceSpec, ...]:
         return ()
     name = re.sub(r"[^a-z0-9-]+", "-", f"coqui-{model.language}-{model.folder.name}".lower()).strip("-")
     display = f"{model.folder.name} (Coqui, {model.language})"
-    return (VoiceSpec(name, display, model.language, tts_pb2.ENGINE_COQUI, model.language, quality_note="the operator's own model"),)
+    return (
+        VoiceSpec(name, display, model.language, tts_pb2.ENGINE_COQUI, model.language, quality_note="the operator's own model"),
+    )
 
 
 def installed_voices() -> list[VoiceSpec]:

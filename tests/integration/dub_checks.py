@@ -90,7 +90,23 @@ def difference(a: np.ndarray, b: np.ndarray) -> float:
 def pcm(path: Path, rate: int = LEVEL_RATE) -> np.ndarray:
     """The first audio stream, decoded to mono float samples at `rate`."""
     done = subprocess.run(
-        [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"],
+        [
+            ffmpeg_exe(),
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-ac",
+            "1",
+            "-ar",
+            str(rate),
+            "-f",
+            "f32le",
+            "-",
+        ],
         capture_output=True,
         check=True,
         timeout=120,

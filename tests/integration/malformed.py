@@ -360,7 +360,7 @@ def http_case(method: Method, request: Message, rng: random.Random) -> HttpCase:
         path = path.rsplit("/", 1)[0] + "/%ff%fe%00"
     if body_field:
         if choice == "not json":
-            body = rng.choice([b"{", b"[]", b'"text"', b"null", b"{'a': 1}", b"{\"a\": 1,}"])
+            body = rng.choice([b"{", b"[]", b'"text"', b"null", b"{'a': 1}", b'{"a": 1,}'])
         elif choice == "bad utf-8":
             body = b'{"' + (keys[0].encode() if keys else b"x") + b'": "' + rng.choice(BAD_UTF8) + b'"}'
         elif choice == "nested":
@@ -373,7 +373,11 @@ def http_case(method: Method, request: Message, rng: random.Random) -> HttpCase:
                 _break_json(payload, choice, rng)
             body = json.dumps(payload).encode() if payload is not None else b"{}"
             if choice == "huge number" and keys:
-                body = body[:-1] + (b"," if len(body) > 2 else b"") + f'"{rng.choice(keys)}": {rng.choice(HUGE_JSON_NUMBERS)}}}'.encode()
+                body = (
+                    body[:-1]
+                    + (b"," if len(body) > 2 else b"")
+                    + f'"{rng.choice(keys)}": {rng.choice(HUGE_JSON_NUMBERS)}}}'.encode()
+                )
     else:
         params = {k: v if isinstance(v, str) else json.dumps(v) for k, v in as_json.items() if not isinstance(v, dict | list)}
         if choice in ("bad utf-8", "bad utf-8 path"):

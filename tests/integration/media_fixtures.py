@@ -6,6 +6,8 @@ does it per test session. Samples last SAMPLE_SECONDS; tones are a 440 Hz sine.
 header says they last CLAIMED_SECONDS while they hold REAL_SECONDS.
 Used by tests/unit/test_media_*.py and tests/integration/test_media_*.py,
 which also use the REST helpers at the end (`Uploads`, `blob_files`).
+tests/conftest.py registers this module as a plugin, so tests ask for its
+fixtures by name without importing them.
 """
 
 from __future__ import annotations
@@ -115,7 +117,9 @@ def make_lying_samples(folder: Path) -> Path:
         subprocess.run([*base, *args, str(honest)], check=True, timeout=120)
         (folder / name).write_bytes(edits[honest.suffix](honest.read_bytes(), CLAIMED_SECONDS))
     link = folder / "link.opus"
-    subprocess.run([*base, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1", "-c:a", "libopus", str(link)], check=True)
+    subprocess.run(
+        [*base, "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=1", "-c:a", "libopus", str(link)], check=True
+    )
     (folder / "chained.opus").write_bytes(link.read_bytes() * REAL_SECONDS)
     short = folder / "short.mkv"
     subprocess.run([*base, *_SINE, "-c:a", "libvorbis", str(short)], check=True, timeout=120)
@@ -220,7 +224,9 @@ class Uploads:
 
     def put(self, upload: dict, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
         """PUT the bytes to the upload URL, with the headers the upload asks for (or `headers`)."""
-        return httpx.put(upload["uploadUrl"], content=body, headers=upload["uploadHeaders"] if headers is None else headers, timeout=30)
+        return httpx.put(
+            upload["uploadUrl"], content=body, headers=upload["uploadHeaders"] if headers is None else headers, timeout=30
+        )
 
     def complete(self, upload_name: str) -> httpx.Response:
         return self.rest.post(f"/v1/{upload_name}:complete", json={}, headers=self.headers)

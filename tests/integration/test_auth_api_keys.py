@@ -61,7 +61,7 @@ def test_keys_are_listed_newest_first_a_page_at_a_time_without_their_secrets(res
     assert [k["name"] for k in keys] == [name for name, _ in reversed(created)]
     assert [k["displayName"] for k in keys] == ["key 2", "key 1", "key 0"]
     assert second["nextPageToken"] == ""
-    for key, (_, secret) in zip(keys, reversed(created)):
+    for key, (_, secret) in zip(keys, reversed(created), strict=True):
         assert key["prefix"] == secret[:12]
         assert secret[12:] not in str(first) + str(second)
         assert "lastUseTime" not in key, "never used yet"

@@ -59,9 +59,7 @@ def test_a_link_works_once(stack, rest):
     assert again.status_code == 400 and reason_of(again.json()) == "VERIFICATION_TOKEN_USED"
 
 
-@pytest.mark.parametrize(
-    ("token", "reason"), [("not-a-token", "INVALID_VERIFICATION_TOKEN"), ("", "INVALID_ARGUMENT")]
-)
+@pytest.mark.parametrize(("token", "reason"), [("not-a-token", "INVALID_VERIFICATION_TOKEN"), ("", "INVALID_ARGUMENT")])
 def test_a_made_up_or_missing_token_is_refused(rest, token, reason):
     reply = rest.post("/v1/auth/verify-email", json={"token": token})
     assert reply.status_code == 400 and reason_of(reply.json()) == reason

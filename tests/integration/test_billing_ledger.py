@@ -83,9 +83,7 @@ def reserve(billing, service, user: User, seconds: int, reference: str | None = 
 def set_available(billing, service, user: User, credits: int) -> None:
     change = credits - user.balance()[0]
     if change:
-        billing.GrantCredits(
-            B.GrantCreditsRequest(user=user.name, credits=change, description="test setup"), metadata=service
-        )
+        billing.GrantCredits(B.GrantCreditsRequest(user=user.name, credits=change, description="test setup"), metadata=service)
 
 
 def refused(call) -> tuple[grpc.StatusCode, str, dict]:
@@ -103,7 +101,11 @@ def test_a_new_account_opens_with_the_welcome_credits_once_even_when_first_touch
         balances = list(pool.map(lambda _: user.balance(), range(20)))
     assert set(balances) == {(WELCOME, 0)}
     [welcome] = user.transactions()
-    assert (welcome["reason"], welcome["reference"], welcome["availableChange"]) == ("TRANSACTION_REASON_GRANT", "welcome", str(WELCOME))
+    assert (welcome["reason"], welcome["reference"], welcome["availableChange"]) == (
+        "TRANSACTION_REASON_GRANT",
+        "welcome",
+        str(WELCOME),
+    )
     assert {e["account"]: int(e["credits"]) for e in welcome["entries"]} == {
         "system/grants": -WELCOME, f"{user.name}/available": WELCOME
     }  # fmt: skip
@@ -111,9 +113,16 @@ def test_a_new_account_opens_with_the_welcome_credits_once_even_when_first_touch
 
 def test_balance_quote_and_statement_through_envoy_rest(billing, service, user, rest):
     quote = rest.post(
-        "/v1/quotes:compute", headers=user.headers, json={"usage": {"kind": "JOB_KIND_SUBTITLES", "duration": "61.2s", "targetLanguageCount": 2}}
+        "/v1/quotes:compute",
+        headers=user.headers,
+        json={"usage": {"kind": "JOB_KIND_SUBTITLES", "duration": "61.2s", "targetLanguageCount": 2}},
     ).json()["quote"]
-    assert (quote["credits"], quote["billableDuration"], quote["availableCredits"], quote["sufficient"]) == ("21", "62s", "100", True)
+    assert (quote["credits"], quote["billableDuration"], quote["availableCredits"], quote["sufficient"]) == (
+        "21",
+        "62s",
+        "100",
+        True,
+    )
     too_long = {"usage": {"kind": "JOB_KIND_VIDEO_DUBBING", "duration": "3600s", "targetLanguageCount": 1}}
     assert rest.post("/v1/quotes:compute", headers=user.headers, json=too_long).json()["quote"]["sufficient"] is False
 
@@ -188,7 +197,9 @@ def test_a_reservation_the_balance_does_not_cover_writes_nothing(billing, servic
     assert (code, reason, details) == (
         grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_CREDITS", {"needed": "101", "available": "100"}
     )  # fmt: skip
-    assert refused(lambda: billing.GetHold(B.GetHoldRequest(reference=reference), metadata=service))[0] == grpc.StatusCode.NOT_FOUND
+    assert (
+        refused(lambda: billing.GetHold(B.GetHoldRequest(reference=reference), metadata=service))[0] == grpc.StatusCode.NOT_FOUND
+    )
     assert user.balance() == (100, 0) and len(user.transactions()) == 1
 
 
@@ -286,7 +297,13 @@ def test_concurrent_captures_and_releases_of_one_hold_settle_it_once(billing, se
 
 def test_an_operator_grants_and_takes_back_credits_through_envoy_with_the_service_key(user, rest, service):
     admin = {SERVICE_TOKEN_HEADER: service[0][1]}
-    grant = {"user": user.name, "credits": "250", "description": "Support ticket", "reference": "T-42", "requestId": str(uuid.uuid4())}
+    grant = {
+        "user": user.name,
+        "credits": "250",
+        "description": "Support ticket",
+        "reference": "T-42",
+        "requestId": str(uuid.uuid4()),
+    }
     first = rest.post("/v1/admin/credits", headers=admin, json=grant)
     assert first.status_code == 200, first.text
     assert first.json()["transaction"]["reason"] == "TRANSACTION_REASON_GRANT"
@@ -318,7 +335,9 @@ def test_internal_rpcs_refuse_a_users_token(billing, user, rest, edge_channel):
     }
     for stub in (billing, billing_pb2_grpc.BillingServiceStub(edge_channel)):
         for method, request in calls.items():
-            code, reason, _ = refused(lambda: getattr(stub, method)(request, metadata=as_user))
+            code, reason, _ = refused(
+                lambda stub=stub, method=method, request=request: getattr(stub, method)(request, metadata=as_user)
+            )
             assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "SERVICE_CREDENTIAL_REQUIRED"), method
     grant = {"user": user.name, "credits": "1000", "description": "free money"}
     assert rest.post("/v1/admin/credits", headers=user.headers, json=grant).status_code == 403

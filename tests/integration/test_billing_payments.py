@@ -29,7 +29,9 @@ SUCCESS = "http://localhost:3000/billing/done"  # on the stack's default CORS or
 @pytest.fixture(scope="module")
 def polar(stack):
     """The fake provider's own API (checkouts as Polar keeps them, webhooks it sent) and its test hooks."""
-    with httpx.Client(base_url=stack.polar_api_url, headers={"Authorization": f"Bearer {stack.polar_token}"}, timeout=30) as client:
+    with httpx.Client(
+        base_url=stack.polar_api_url, headers={"Authorization": f"Bearer {stack.polar_token}"}, timeout=30
+    ) as client:
         yield client
 
 
@@ -39,7 +41,9 @@ def user(rest) -> User:
 
 
 def checkout(user: User, pack: str = "starter", **fields) -> httpx.Response:
-    return user.rest.post("/v1/checkouts", headers=user.headers, json={"creditPack": f"creditPacks/{pack}", "successUrl": SUCCESS, **fields})
+    return user.rest.post(
+        "/v1/checkouts", headers=user.headers, json={"creditPack": f"creditPacks/{pack}", "successUrl": SUCCESS, **fields}
+    )
 
 
 def pay(polar: httpx.Client, url: str) -> httpx.Response:
@@ -100,7 +104,13 @@ def test_buying_a_pack_adds_its_credits_once(user, polar, rest, stack):
 def test_forged_stale_and_malformed_webhooks_change_nothing(user, polar, rest, stack):
     bought = checkout(user).json()["checkout"]
     session_id = bought["url"].rsplit("/", 1)[1]
-    order = {"id": f"ord_{uuid.uuid4().hex}", "status": "paid", "checkout_id": session_id, "total_amount": 1000, "refunded_amount": 0}
+    order = {
+        "id": f"ord_{uuid.uuid4().hex}",
+        "status": "paid",
+        "checkout_id": session_id,
+        "total_amount": 1000,
+        "refunded_amount": 0,
+    }
     body = json.dumps({"type": "order.paid", "timestamp": "2026-01-01T00:00:00Z", "data": order}).encode()
 
     forged = post_webhook(rest, body, b"not the secret")

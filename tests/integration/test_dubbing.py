@@ -73,7 +73,21 @@ def clips(tmp_path_factory) -> dict[str, Path]:
     hello = sample_media.sample_video(folder / "hello_full.mp4", "Hello.")
     short = folder / "hello.mp4"
     if dc.duration(hello) > 1.1:
-        _ffmpeg("-i", str(hello), "-t", "1.0", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(short))
+        _ffmpeg(
+            "-i",
+            str(hello),
+            "-t",
+            "1.0",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            str(short),
+        )
     else:
         short = hello
     silence = sample_media.silent_audio(folder / "silence.wav", 4)
@@ -349,7 +363,9 @@ def test_extend_video_holds_the_picture_so_each_segment_meets_its_own_picture(du
         best = min(range(lo, hi + 1), key=lambda k: dc.difference(shown, source_frames.pictures[k]))
         same = dc.difference(shown, source_frames.pictures[best])
         unmoved = dc.difference(shown, source_frames.at(moved + 0.5 * frame))
-        print(f"  segment {i}: shift {shift:.3f} s, best match frame {best} (expected {expected}), diff {same:.2f} vs unmoved {unmoved:.2f}")
+        print(
+            f"  segment {i}: shift {shift:.3f} s, best match frame {best} (expected {expected}), diff {same:.2f} vs unmoved {unmoved:.2f}"
+        )
         assert abs(best - expected) <= 1, (i, best, expected)
         assert same < 1.5, (i, same)  # (nearly) the same image: only the re-encoding differs
         if shift > 2.5 * frame:
@@ -439,19 +455,31 @@ def test_a_language_without_a_voice_is_refused_by_name(rest, dubber, dubs, clips
     pairs = rest.get("/v1/languagePairs", headers=dubber).json().get("languagePairs", [])
     voiceless = sorted(
         {p["targetLanguage"] for p in pairs if p["sourceLanguage"] == SOURCE}
-        - {t for t in {p["targetLanguage"] for p in pairs} if rest.get(f"/v1/voices?language={t}", headers=dubber).json().get("voices")}
+        - {
+            t
+            for t in {p["targetLanguage"] for p in pairs}
+            if rest.get(f"/v1/voices?language={t}", headers=dubber).json().get("voices")
+        }
     )
     if not voiceless:
-        pytest.skip(f"every language this install translates {SOURCE} into has a voice ({sorted({p['targetLanguage'] for p in pairs})})")
+        pytest.skip(
+            f"every language this install translates {SOURCE} into has a voice ({sorted({p['targetLanguage'] for p in pairs})})"
+        )
     language = voiceless[0]
-    response = create_job(rest, dubber, {"inputAsset": dubs.asset(clips["short"]), "sourceLanguage": SOURCE, **video_dub([language])})
+    response = create_job(
+        rest, dubber, {"inputAsset": dubs.asset(clips["short"]), "sourceLanguage": SOURCE, **video_dub([language])}
+    )
     assert response.status_code == 400, response.text
     body = response.json()
     assert body["details"][0]["reason"] == "UNSUPPORTED_LANGUAGE" and language in body["message"]
 
 
 def test_a_voice_for_another_language_is_refused(rest, dubber, dubs, clips):
-    job = {"inputAsset": dubs.asset(clips["short"]), "sourceLanguage": SOURCE, **video_dub(["pt"], voices={"pt": "voices/espeak-de"})}
+    job = {
+        "inputAsset": dubs.asset(clips["short"]),
+        "sourceLanguage": SOURCE,
+        **video_dub(["pt"], voices={"pt": "voices/espeak-de"}),
+    }
     response = create_job(rest, dubber, job)
     assert response.status_code == 400, response.text
     body = response.json()

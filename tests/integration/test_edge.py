@@ -37,7 +37,12 @@ def test_a_grpc_error_becomes_the_matching_http_status_with_its_reason(rest, sig
     assert negative.status_code == 400
     assert any(v["field"] == "page_size" for d in negative.json()["details"] for v in d.get("fieldViolations", []))
 
-    burned = {"kind": "JOB_KIND_SUBTITLES", "inputAsset": "assets/any", "targetLanguages": ["pt"], "subtitleOptions": {"burnIn": True}}
+    burned = {
+        "kind": "JOB_KIND_SUBTITLES",
+        "inputAsset": "assets/any",
+        "targetLanguages": ["pt"],
+        "subtitleOptions": {"burnIn": True},
+    }
     later = rest.post("/v1/jobs", json={"job": burned}, headers=signed_in.headers)
     assert later.status_code == 501 and reason_of(later.json()) == "NOT_IMPLEMENTED_YET"
 

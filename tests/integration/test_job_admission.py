@@ -71,7 +71,9 @@ def test_an_unverified_user_may_create_jobs_once_they_confirm_their_email(stack,
 def test_job_creation_is_limited_per_user_with_a_retry_hint(stack, rest, strict_jobs, clip):
     email, headers, token = sign_up_and_log_in(rest)
     metadata = (("authorization", f"Bearer {token}"),)
-    assert rest.post("/v1/auth/verify-email", json={"token": verification_token(wait_for_message(stack, email))}).status_code == 200
+    assert (
+        rest.post("/v1/auth/verify-email", json={"token": verification_token(wait_for_message(stack, email))}).status_code == 200
+    )
     asset = uploaded_asset(rest, headers, clip)
 
     for _ in range(3):

@@ -70,7 +70,9 @@ class Account:
         change = credits - self.balance()[0]
         if change:
             self.billing.GrantCredits(
-                billing_pb2.GrantCreditsRequest(user=self.user, credits=change, description="test setup", request_id=uuid.uuid4().hex),
+                billing_pb2.GrantCreditsRequest(
+                    user=self.user, credits=change, description="test setup", request_id=uuid.uuid4().hex
+                ),
                 metadata=service_metadata(self.stack),
             )
 
@@ -130,7 +132,9 @@ def test_a_failed_job_and_a_cancelled_job_give_their_credits_back(rest, account,
     silent = uploaded_asset(rest, account.headers, clips["silent"])
     failed = create_job(rest, account.headers, transcription(silent)).json()["job"]
     long = uploaded_asset(rest, account.headers, clips["long"])
-    cancelled = create_job(rest, account.headers, {**subtitles_job(long), "transcriptionOptions": {"model": "base"}}).json()["job"]
+    cancelled = create_job(rest, account.headers, {**subtitles_job(long), "transcriptionOptions": {"model": "base"}}).json()[
+        "job"
+    ]
     assert rest.post(f"/v1/{cancelled['name']}:cancel", headers=account.headers, json={}).status_code == 200
 
     assert watch(str(rest.base_url), account.headers, failed["name"])[-1]["state"] == "STATE_FAILED"
@@ -190,9 +194,7 @@ def test_fifty_concurrent_jobs_on_credits_for_ten_make_exactly_ten(rest, account
         rest.post(f"/v1/{job['name']}:cancel", headers=account.headers, json={})
 
 
-def test_the_ledger_stays_balanced_through_random_outcomes_duplicate_events_and_a_killed_worker(
-    rest, billing, stack, clips
-):
+def test_the_ledger_stays_balanced_through_random_outcomes_duplicate_events_and_a_killed_worker(rest, billing, stack, clips):
     """A randomized mix of jobs that succeed, fail and are cancelled; every stage event delivered
     twice more after the fact; a transcribe worker killed mid-job. Then every movement balances,
     every hold is settled exactly once, the way its job ended, and balances equal their entries."""
@@ -232,16 +234,22 @@ def test_the_ledger_stays_balanced_through_random_outcomes_duplicate_events_and_
         spec = {**subtitles_job(assets[(id(owner), "long")]), "transcriptionOptions": {"model": "base"}}
         killed = create_job(rest, owner.headers, spec).json()["job"]
         plan.append((owner, killed, "succeed"))
-        wait_for(rest, owner.headers, killed["name"], lambda j: any(
-            s["stage"] == "STAGE_TRANSCRIBE" and s["state"] == "STAGE_STATE_RUNNING" for s in j["stages"]
-        ), timeout=180)
+        wait_for(
+            rest,
+            owner.headers,
+            killed["name"],
+            lambda j: any(s["stage"] == "STAGE_TRANSCRIBE" and s["state"] == "STAGE_STATE_RUNNING" for s in j["stages"]),
+            timeout=180,
+        )
         local_stack.crash("transcribe", stack)
         local_stack.up(stack)
         for account, job, outcome in plan:
             if outcome == "cancel":  # the rest of the cancels, now, whatever stage they reached
                 rest.post(f"/v1/{job['name']}:cancel", headers=account.headers, json={})
 
-        finals = {job["name"]: watch(str(rest.base_url), account.headers, job["name"], timeout=300)[-1] for account, job, _ in plan}
+        finals = {
+            job["name"]: watch(str(rest.base_url), account.headers, job["name"], timeout=300)[-1] for account, job, _ in plan
+        }
         assert all(final["state"] in TERMINAL for final in finals.values())
 
         # Every stage event again, twice: the orchestrator must ignore them all.

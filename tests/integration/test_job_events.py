@@ -30,9 +30,7 @@ def unusable_probe_result(job_id: str) -> stages_pb2.StageEvent:
     return event
 
 
-async def test_a_result_that_cannot_be_used_fails_the_job_at_once_and_releases_its_credits(
-    stack, rest, signed_in, tmp_path
-):
+async def test_a_result_that_cannot_be_used_fails_the_job_at_once_and_releases_its_credits(stack, rest, signed_in, tmp_path):
     audio = tmp_path / "tone.wav"
     subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=duration=3", str(audio)], check=True)
     asset = uploaded_asset(rest, signed_in.headers, Path(audio))
@@ -45,7 +43,10 @@ async def test_a_result_that_cannot_be_used_fails_the_job_at_once_and_releases_i
             created = create_job(rest, signed_in.headers, {"kind": "JOB_KIND_TRANSCRIPTION", "inputAsset": asset})
             assert created.status_code == 200, created.text
             name = created.json()["job"]["name"]
-            await js.publish(bus.event_subject(name.removeprefix("jobs/")), unusable_probe_result(name.removeprefix("jobs/")).SerializeToString())
+            await js.publish(
+                bus.event_subject(name.removeprefix("jobs/")),
+                unusable_probe_result(name.removeprefix("jobs/")).SerializeToString(),
+            )
             started = time.monotonic()
             job = wait_for(rest, signed_in.headers, name, lambda j: j["state"] in FINAL, timeout=60)
             if job["state"] == "STATE_FAILED":

@@ -231,9 +231,12 @@ def test_a_file_that_is_not_media_is_refused_at_upload_and_no_job_can_use_it(res
 def test_cancel_stops_a_running_job_and_delete_removes_it_with_its_files(rest, user, media):
     asset = uploaded_asset(rest, user, media["long"])
     job = create_job(rest, user, {**subtitles_job(asset), "transcriptionOptions": {"model": "base"}}).json()["job"]
-    wait_for(rest, user, job["name"], lambda j: any(
-        s["stage"] == "STAGE_TRANSCRIBE" and s["state"] == "STAGE_STATE_RUNNING" for s in j["stages"]
-    ))
+    wait_for(
+        rest,
+        user,
+        job["name"],
+        lambda j: any(s["stage"] == "STAGE_TRANSCRIBE" and s["state"] == "STAGE_STATE_RUNNING" for s in j["stages"]),
+    )
     cancelled = rest.post(f"/v1/{job['name']}:cancel", headers=user, json={})
     assert cancelled.status_code == 200
     assert cancelled.json()["job"]["state"] in ("STATE_CANCELLING", "STATE_CANCELLED")
@@ -279,9 +282,12 @@ def test_an_unfinished_job_is_deleted_only_with_force(rest, user, media):
 def test_a_transcribe_worker_killed_mid_job_is_replaced_and_the_job_completes_once(rest, user, media, stack):
     asset = uploaded_asset(rest, user, media["long"])
     job = create_job(rest, user, {**subtitles_job(asset), "transcriptionOptions": {"model": "base"}}).json()["job"]
-    wait_for(rest, user, job["name"], lambda j: any(
-        s["stage"] == "STAGE_TRANSCRIBE" and s["state"] == "STAGE_STATE_RUNNING" for s in j["stages"]
-    ))
+    wait_for(
+        rest,
+        user,
+        job["name"],
+        lambda j: any(s["stage"] == "STAGE_TRANSCRIBE" and s["state"] == "STAGE_STATE_RUNNING" for s in j["stages"]),
+    )
     local_stack.crash("transcribe", stack)
     local_stack.up(stack)  # starts what is not running: a new transcribe worker
 

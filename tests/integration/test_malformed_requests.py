@@ -87,14 +87,10 @@ def victim(stack, rest, tmp_path_factory, service_channel) -> Victim:
         metadata=_service_metadata(stack),
     )
     audio = tmp_path_factory.mktemp("fuzz") / "tone.wav"
-    subprocess.run(
-        [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=300:duration=2", str(audio)], check=True
-    )
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=300:duration=2", str(audio)], check=True)
     asset = uploaded_asset(rest, headers, Path(audio))
     known = Known(user=user, email=email, password=PASSWORD, asset=asset, job="")
-    created = create_job(
-        rest, headers, {"kind": "JOB_KIND_TRANSCRIPTION", "inputAsset": asset}, request_id=known.request_id
-    )
+    created = create_job(rest, headers, {"kind": "JOB_KIND_TRANSCRIPTION", "inputAsset": asset}, request_id=known.request_id)
     assert created.status_code == 200, created.text
     known.job = created.json()["job"]["name"]
     return Victim(rest, known, token)
@@ -257,7 +253,9 @@ def test_a_forged_page_token_is_invalid_page_token_on_every_list(rest, victim):
 
 
 def test_a_rest_body_over_a_mebibyte_is_a_json_413_before_any_service(rest):
-    reply = rest.post("/v1/auth/signup", content=b'{"email": "' + b"a" * (1024 * 1024) + b'"}', headers={"content-type": "application/json"})
+    reply = rest.post(
+        "/v1/auth/signup", content=b'{"email": "' + b"a" * (1024 * 1024) + b'"}', headers={"content-type": "application/json"}
+    )
     assert reply.status_code == 413
     assert reply.json()["reason"] == "request_payload_too_large"
 

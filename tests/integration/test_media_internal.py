@@ -20,7 +20,7 @@ from octavia.media.v1 import media_pb2, media_pb2_grpc
 from octavia_runtime.auth import SERVICE_TOKEN_HEADER, ServiceCredentials
 from octavia_runtime.errors import error_info, field_violations
 
-from .media_fixtures import Uploads, blob_files, media_samples  # noqa: F401 - a fixture
+from .media_fixtures import Uploads, blob_files
 
 pytestmark = pytest.mark.integration
 GET, PUT = media_pb2.BLOB_METHOD_GET, media_pb2.BLOB_METHOD_PUT
@@ -79,20 +79,27 @@ def test_a_worker_reads_the_input_writes_artifacts_and_the_job_deletes_them(
     srt = b"1\n00:00:00,000 --> 00:00:01,000\nOla\n"
     assert httpx.put(urls[2].url, content=srt, headers={"Content-Type": "application/x-subrip"}).status_code == 200
 
-    register = lambda key, filename, content_type: media.RegisterArtifact(  # noqa: E731
-        media_pb2.RegisterArtifactRequest(key=key, owner=signed_in.user, job=job, filename=filename, content_type=content_type),
-        metadata=as_service,
-    ).asset
+    register = lambda key, filename, content_type: (  # noqa: E731
+        media.RegisterArtifact(
+            media_pb2.RegisterArtifactRequest(
+                key=key, owner=signed_in.user, job=job, filename=filename, content_type=content_type
+            ),
+            metadata=as_service,
+        ).asset
+    )
     audio = register(keys["audio"], "talk.wav", "audio/wav")
-    assert (audio.kind, audio.owner, audio.job, audio.size_bytes) == (media_pb2.ASSET_KIND_ARTIFACT, signed_in.user, job, len(wav))
+    assert (audio.kind, audio.owner, audio.job, audio.size_bytes) == (
+        media_pb2.ASSET_KIND_ARTIFACT,
+        signed_in.user,
+        job,
+        len(wav),
+    )
     assert audio.media_info.streams[0].sample_rate_hertz == 16000
     subtitles = register(keys["srt"], "talk.pt.srt", "application/x-subrip")
     assert subtitles.size_bytes == len(srt) and not subtitles.HasField("media_info")
     assert register(keys["srt"], "talk.pt.srt", "application/x-subrip").name == subtitles.name  # idempotent by key
 
-    listed = media.ListAssets(
-        media_pb2.ListAssetsRequest(job=job), metadata=signed_in.metadata
-    ).assets
+    listed = media.ListAssets(media_pb2.ListAssetsRequest(job=job), metadata=signed_in.metadata).assets
     assert {a.name for a in listed} == {audio.name, subtitles.name}
 
     probed = media.ProbeMedia(media_pb2.ProbeMediaRequest(key=keys["audio"]), metadata=as_service).media_info
@@ -124,7 +131,9 @@ def test_probe_media_of_an_asset_answers_for_its_owner_only(media, as_service, s
 
 def test_blob_urls_are_for_job_keys_and_read_only_assets(media, as_service, uploaded_asset):
     def problems(*asks, ttl: Duration | None = None) -> dict[str, str]:
-        error = refused(lambda: media.CreateBlobUrls(media_pb2.CreateBlobUrlsRequest(requests=asks, ttl=ttl), metadata=as_service))
+        error = refused(
+            lambda: media.CreateBlobUrls(media_pb2.CreateBlobUrlsRequest(requests=asks, ttl=ttl), metadata=as_service)
+        )
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         return {v.field: v.description for v in field_violations(error)}
 
@@ -148,7 +157,9 @@ def test_an_artifact_must_exist_under_its_jobs_own_prefix(media, as_service, sig
     job = f"jobs/{uuid.uuid4()}"
 
     def register(key: str) -> grpc.RpcError:
-        request = media_pb2.RegisterArtifactRequest(key=key, owner=signed_in.user, job=job, filename="a.wav", content_type="audio/wav")
+        request = media_pb2.RegisterArtifactRequest(
+            key=key, owner=signed_in.user, job=job, filename="a.wav", content_type="audio/wav"
+        )
         return refused(lambda: media.RegisterArtifact(request, metadata=as_service))
 
     elsewhere = register(f"jobs/{uuid.uuid4()}/mix/pt/mixed_audio.wav")

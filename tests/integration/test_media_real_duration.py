@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 
 from .jobs_flow import create_job
-from .media_fixtures import (  # noqa: F401 - lying_samples is a fixture
+from .media_fixtures import (
     CLAIMED_SECONDS,
     REAL_SECONDS,
     Uploads,
     blob_files,
     claim_matroska_duration,
-    lying_samples,
     with_a_gap,
 )
 from .test_auth_flow import reason_of

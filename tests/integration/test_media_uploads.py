@@ -23,7 +23,7 @@ from services.media.storage import LocalBlobStore
 from services.media.store import MediaStore
 
 from .conftest import PASSWORD, SignedIn, new_email
-from .media_fixtures import Uploads, blob_files, media_samples, move_upload_expiry_to_the_past  # noqa: F401 - a fixture
+from .media_fixtures import Uploads, blob_files, move_upload_expiry_to_the_past
 from .test_auth_flow import reason_of
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,9 @@ def assets_of(rest: httpx.Client, headers: dict) -> list[dict]:
 # ---------------------------------------------------------------------------- the happy path
 
 
-@pytest.mark.parametrize(("sample", "content_type"), [("video.mp4", "video/mp4"), ("tone.mp3", "audio/mpeg"), ("tone.webm", "audio/webm")])
+@pytest.mark.parametrize(
+    ("sample", "content_type"), [("video.mp4", "video/mp4"), ("tone.mp3", "audio/mpeg"), ("tone.webm", "audio/webm")]
+)
 def test_a_user_uploads_a_file_gets_its_asset_and_downloads_the_same_bytes(
     stack, rest, signed_in, uploads, media_samples, sample, content_type
 ):
@@ -236,7 +238,9 @@ def test_expired_tampered_and_misused_upload_urls_are_refused(stack, uploads, me
         ("video.avi", "video/x-msvideo", "UNSUPPORTED_FORMAT"),
     ],
 )
-def test_a_file_that_is_not_usable_media_is_refused_and_deleted(stack, rest, signed_in, uploads, media_samples, sample, content_type, reason):
+def test_a_file_that_is_not_usable_media_is_refused_and_deleted(
+    stack, rest, signed_in, uploads, media_samples, sample, content_type, reason
+):
     upload = uploads.sent(media_samples / sample, content_type)
     refused = uploads.complete(upload["name"])
     assert refused.status_code == 400 and reason_of(refused.json()) == reason, refused.text
@@ -261,7 +265,9 @@ def staged_files(storage_dir, upload_name: str) -> list:
     return [p for p in folder.rglob("*") if p.is_file()]
 
 
-def test_an_upload_url_takes_no_file_once_its_upload_is_completed_refused_or_expired(stack, rest, signed_in, uploads, media_samples):
+def test_an_upload_url_takes_no_file_once_its_upload_is_completed_refused_or_expired(
+    stack, rest, signed_in, uploads, media_samples
+):
     tone, text = media_samples / "tone.mp3", media_samples / "text.mp4"
     completed = uploads.sent(tone, "audio/mpeg")
     asset = uploads.complete(completed["name"]).json()["asset"]
@@ -331,7 +337,9 @@ def test_another_users_uploads_and_assets_are_not_found(rest, signed_in, uploads
 
 
 def test_listing_assets_pages_and_refuses_a_negative_page_size(rest, signed_in, uploads, media_samples):
-    names = [uploads.complete(uploads.sent(media_samples / "tone.ogg", "audio/ogg")["name"]).json()["asset"]["name"] for _ in range(3)]
+    names = [
+        uploads.complete(uploads.sent(media_samples / "tone.ogg", "audio/ogg")["name"]).json()["asset"]["name"] for _ in range(3)
+    ]
     first = rest.get("/v1/assets", params={"pageSize": 2}, headers=signed_in.headers).json()
     second = rest.get("/v1/assets", params={"pageSize": 2, "pageToken": first["nextPageToken"]}, headers=signed_in.headers).json()
     assert [a["name"] for a in first["assets"] + second["assets"]] == names[::-1]  # newest first

@@ -82,14 +82,15 @@ def test_a_developer_calls_an_rpc_through_envoy_with_grpcurl_and_reflection(stac
     assert reply["user"]["email"] == email
 
 
-def test_every_service_answers_a_real_authenticated_read_and_refuses_the_token_after_log_out(
-    service_channel, signed_in, stack
-):
+def test_every_service_answers_a_real_authenticated_read_and_refuses_the_token_after_log_out(service_channel, signed_in, stack):
     _token[0] = signed_in.access_token
     replies = {service: READS[service](service_channel(service)) for service in SERVICES}
     assert replies["auth"].user.email == signed_in.email
     assert list(replies["jobs"].jobs) == [] and replies["jobs"].next_page_token == ""
-    assert replies["billing"].balance.available_credits == stack.welcome_credits and replies["billing"].balance.user == signed_in.user
+    assert (
+        replies["billing"].balance.available_credits == stack.welcome_credits
+        and replies["billing"].balance.user == signed_in.user
+    )
     assert list(replies["media"].assets) == []
     assert {m.name for m in replies["transcribe"].models} >= {"base", "tiny.en"}
 

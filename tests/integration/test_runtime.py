@@ -78,7 +78,7 @@ async def test_jetstream_streams_and_worker_consumers_are_declared_and_redeclari
         tasks = await js.stream_info(bus.TASKS_STREAM)
         assert tasks.config.subjects == ["octavia.tasks.>"]
         for service in ("media", "transcribe", "translate", "tts"):
-            for priority, wanted in zip(bus.PRIORITIES, bus.stage_workers(service)):
+            for priority, wanted in zip(bus.PRIORITIES, bus.stage_workers(service), strict=True):
                 consumer = await js.consumer_info(bus.TASKS_STREAM, f"{service}-worker-{priority}")
                 assert consumer.config.filter_subjects == list(wanted.subjects)
                 assert all(subject.endswith(f".{priority}") for subject in wanted.subjects)

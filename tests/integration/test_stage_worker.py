@@ -24,7 +24,9 @@ async def lane(stack):
     prefix = f"test.{name.lower()}"
     await js.add_stream(StreamConfig(name=name, subjects=[f"{prefix}.>"], retention=RetentionPolicy.WORK_QUEUE))
     consumers = tuple(
-        bus.Consumer(stream=name, durable=f"w-{p}", subjects=(f"{prefix}.probe.{p}",), ack_wait_s=3.0, max_deliver=2, backoff_s=(0.2,))
+        bus.Consumer(
+            stream=name, durable=f"w-{p}", subjects=(f"{prefix}.probe.{p}",), ack_wait_s=3.0, max_deliver=2, backoff_s=(0.2,)
+        )
         for p in bus.PRIORITIES
     )
     await bus.declare(js, consumers)
@@ -111,8 +113,10 @@ async def test_a_task_that_keeps_crashing_ends_as_retries_exhausted(lane):
         running.cancel()
     outcomes = [e.outcome for e in events]
     assert outcomes == [
-        stages_pb2.STAGE_OUTCOME_STARTED, stages_pb2.STAGE_OUTCOME_FAILED_TRANSIENT,
-        stages_pb2.STAGE_OUTCOME_STARTED, stages_pb2.STAGE_OUTCOME_FAILED_PERMANENT,
+        stages_pb2.STAGE_OUTCOME_STARTED,
+        stages_pb2.STAGE_OUTCOME_FAILED_TRANSIENT,
+        stages_pb2.STAGE_OUTCOME_STARTED,
+        stages_pb2.STAGE_OUTCOME_FAILED_PERMANENT,
     ]
     assert "disk full" in events[1].error.message
     assert "gave up after 2 attempts" in events[3].error.message

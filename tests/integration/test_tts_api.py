@@ -80,7 +80,9 @@ def test_a_text_over_the_limit_is_refused_naming_the_limit(edge_channel, rest, s
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(refused.value).reason == "VALUE_TOO_LONG" and str(MAX_TEXT_CHARS) in refused.value.details()
-    browser = rest.post("/v1/speech:synthesize", json={"voice": "voices/espeak-en-us", "text": too_long}, headers=signed_in.headers)
+    browser = rest.post(
+        "/v1/speech:synthesize", json={"voice": "voices/espeak-en-us", "text": too_long}, headers=signed_in.headers
+    )
     assert browser.status_code == 400 and reason_of(browser.json()) == "VALUE_TOO_LONG"
 
 
@@ -89,6 +91,8 @@ def test_an_unknown_voice_or_a_rate_out_of_range_is_refused(edge_channel, rest, 
         tts(edge_channel).Synthesize(tts_pb2.SynthesizeRequest(voice="voices/nobody", text="Hi."), metadata=signed_in.metadata)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND and error_info(refused.value).reason == "VOICE_NOT_FOUND"
     too_fast = rest.post(
-        "/v1/speech:synthesize", json={"voice": "voices/espeak-en-us", "text": "Hi.", "speakingRate": 4}, headers=signed_in.headers
+        "/v1/speech:synthesize",
+        json={"voice": "voices/espeak-en-us", "text": "Hi.", "speakingRate": 4},
+        headers=signed_in.headers,
     )
     assert too_fast.status_code == 400 and "speaking_rate" in too_fast.text

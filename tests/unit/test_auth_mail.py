@@ -48,9 +48,7 @@ async def test_a_down_smtp_server_neither_slows_nor_fails_the_request_and_the_ne
 
 async def test_the_sink_keeps_each_email_in_a_file_named_in_arrival_order(tmp_path):
     (port,) = free_ports(1)
-    config = load(
-        {"OCTAVIA_VAR_DIR": str(tmp_path), "OCTAVIA_SMTP_PORT": str(port), "OCTAVIA_APP_URL": "https://app.example"}
-    )
+    config = load({"OCTAVIA_VAR_DIR": str(tmp_path), "OCTAVIA_SMTP_PORT": str(port), "OCTAVIA_APP_URL": "https://app.example"})
     mailer = Mailer(config)
     sender = asyncio.create_task(mailer.run())
     try:

@@ -92,7 +92,9 @@ def test_polar_signs_with_the_utf8_bytes_of_the_whole_secret_and_newer_endpoints
     # none left after base64) and decodes the base64, so the key is the secret string's own bytes.
     sdk_key = base64.b64decode(base64.b64encode(SECRET.encode()))
     assert polar_webhook_keys(SECRET) == (sdk_key, webhooks.standard_key(SECRET))
-    assert polar_webhook_keys("a Polar secret that is not whsec_ base64 at all") == (b"a Polar secret that is not whsec_ base64 at all",)
+    assert polar_webhook_keys("a Polar secret that is not whsec_ base64 at all") == (
+        b"a Polar secret that is not whsec_ base64 at all",
+    )
 
     def polar_signature(key: bytes) -> str:  # written out here, apart from the code under test
         digest = hmac.new(key, f"{SPEC_ID}.{SPEC_TIMESTAMP}.".encode() + SPEC_BODY, hashlib.sha256).digest()
@@ -177,9 +179,9 @@ HOSTILE_BODIES = {
     "an overflowing float": b'{"type": "order.refunded", "data": {"id": "o", "refunded_amount": 1e999, "total_amount": 1}}',
     "NaN": b'{"type": "order.refunded", "data": {"id": "o", "refunded_amount": NaN, "total_amount": 1}}',
     "Infinity": b'{"type": "order.refunded", "data": {"id": "o", "refunded_amount": Infinity, "total_amount": 1}}',
-    "a float amount": paid_body().replace(b'"refunded_amount": 0', b'"refunded_amount": 0.5').replace(
-        b'"order.paid"', b'"order.refunded"'
-    ),
+    "a float amount": paid_body()
+    .replace(b'"refunded_amount": 0', b'"refunded_amount": 0.5')
+    .replace(b'"order.paid"', b'"order.refunded"'),
     "a bigint amount": json.dumps(event("order.refunded", order(refunded_amount=2**64 - 1))).encode(),
     "a negative amount": json.dumps(event("order.refunded", order(refunded_amount=-1))).encode(),
     "a boolean amount": json.dumps(event("order.refunded", order(refunded_amount=True))).encode(),

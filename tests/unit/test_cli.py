@@ -8,12 +8,11 @@ import io
 import json
 import random
 import stat
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from octavia_cli.__main__ import main
 from octavia_cli.cli import (
     UsageError,
     api_url,
@@ -57,7 +56,7 @@ def test_a_watch_stream_split_anywhere_gives_the_same_events():
     rng = random.Random(7)
     for _ in range(50):
         cuts = sorted(rng.sample(range(1, len(WATCH_STREAM)), 12))
-        pieces = [WATCH_STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(WATCH_STREAM)])]
+        pieces = [WATCH_STREAM[a:b] for a, b in zip([0, *cuts], [*cuts, len(WATCH_STREAM)], strict=True)]
         assert _events(pieces) == whole
 
 
@@ -76,7 +75,7 @@ def test_crlf_split_between_cr_and_lf_is_one_line_end():
 
 
 def test_several_data_lines_join_with_newlines():
-    events = list(iter_events([b"data: {\ndata:  \"a\": 1\ndata\ndata: }\n\n"]))
+    events = list(iter_events([b'data: {\ndata:  "a": 1\ndata\ndata: }\n\n']))
     assert [e.data for e in events] == ['{\n "a": 1\n\n}']
 
 
@@ -97,12 +96,12 @@ def test_an_event_cut_off_by_the_end_of_the_stream_is_dropped():
 
 
 def _tokens(n: int, expires_in: timedelta = timedelta(minutes=15)) -> dict:
-    stamp = (datetime.now(timezone.utc) + expires_in).isoformat().replace("+00:00", "Z")
+    stamp = (datetime.now(UTC) + expires_in).isoformat().replace("+00:00", "Z")
     return {
         "accessToken": f"access-{n}",
         "accessTokenExpireTime": stamp,
         "refreshToken": f"refresh-{n}",
-        "refreshTokenExpireTime": (datetime.now(timezone.utc) + timedelta(days=30)).isoformat().replace("+00:00", "Z"),
+        "refreshTokenExpireTime": (datetime.now(UTC) + timedelta(days=30)).isoformat().replace("+00:00", "Z"),
         "tokenType": "Bearer",
     }
 
@@ -152,7 +151,9 @@ class FakeAuth:
             self.refreshed_with.append(json.loads(request.content)["refreshToken"])
             return httpx.Response(self.refresh_reply[0], json=self.refresh_reply[1])
         if request.headers.get("authorization") != f"Bearer {self.valid_access}":
-            return httpx.Response(401, json=_status(16, "the access token has expired; refresh it or log in again", "TOKEN_EXPIRED"))
+            return httpx.Response(
+                401, json=_status(16, "the access token has expired; refresh it or log in again", "TOKEN_EXPIRED")
+            )
         return httpx.Response(200, json={"user": {"name": "users/1", "email": "ada@example.com"}})
 
 
@@ -300,7 +301,11 @@ def test_audio_only_asks_for_an_audio_translation():
         "kind": "JOB_KIND_AUDIO_TRANSLATION",
         "targetLanguages": ["es"],
         "sourceLanguage": "en",
-        "dubbingOptions": {"fitPolicy": "FIT_POLICY_KEEP_TIMING", "duckingLevel": "DUCKING_LEVEL_MEDIUM", "audioFormat": "AUDIO_FORMAT_MP3"},
+        "dubbingOptions": {
+            "fitPolicy": "FIT_POLICY_KEEP_TIMING",
+            "duckingLevel": "DUCKING_LEVEL_MEDIUM",
+            "audioFormat": "AUDIO_FORMAT_MP3",
+        },
     }
 
 

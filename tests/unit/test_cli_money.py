@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -25,7 +25,7 @@ SECRET = "operator-test-secret-0123456789abcdef"
 
 
 def _stamp(delta: timedelta) -> str:
-    return (datetime.now(timezone.utc) + delta).isoformat().replace("+00:00", "Z")
+    return (datetime.now(UTC) + delta).isoformat().replace("+00:00", "Z")
 
 
 def _session(expires_in: timedelta = timedelta(minutes=15)) -> Session:

@@ -99,7 +99,10 @@ def test_limits_per_client_address_are_generous_only_in_development():
 
     production = {
         "OCTAVIA_ENVIRONMENT": "production",
-        **{var: "x" * 40 for var in ("OCTAVIA_JWT_SECRET", "OCTAVIA_SERVICE_SECRET", "OCTAVIA_BLOB_SIGNING_KEY", "OCTAVIA_POLAR_TOKEN")},
+        **{
+            var: "x" * 40
+            for var in ("OCTAVIA_JWT_SECRET", "OCTAVIA_SERVICE_SECRET", "OCTAVIA_BLOB_SIGNING_KEY", "OCTAVIA_POLAR_TOKEN")
+        },
         "OCTAVIA_POLAR_WEBHOOK_SECRET": "whsec_" + "w" * 40,
     }
     assert load(production).rate_limits["signup_address"] == RateLimit(20, 3600)

@@ -42,7 +42,9 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 def translation(*segments: tuple[float, float, str], duration: float) -> transcribe_pb2.Transcript:
     transcript = transcribe_pb2.Transcript(language="pt", duration=_duration(duration))
     for i, (start, end, text) in enumerate(segments):
-        transcript.segments.add(index=i, start_offset=_duration(start), end_offset=_duration(end), text=text, source_text=f"en {i}")
+        transcript.segments.add(
+            index=i, start_offset=_duration(start), end_offset=_duration(end), text=text, source_text=f"en {i}"
+        )
     return transcript
 
 
@@ -155,7 +157,9 @@ def _tone_wav(seconds: float, hz: float = 800, rate: int = RATE) -> bytes:
 
 def speech(index: int, seconds: float, rate: float = 1.0) -> R.SynthesizedSpeech:
     wav = _tone_wav(seconds) if seconds else b""
-    return R.SynthesizedSpeech(segment_index=index, wav=wav, sample_rate_hertz=RATE, duration=_duration(seconds), speaking_rate=rate)
+    return R.SynthesizedSpeech(
+        segment_index=index, wav=wav, sample_rate_hertz=RATE, duration=_duration(seconds), speaking_rate=rate
+    )
 
 
 @pytest.fixture(scope="module")

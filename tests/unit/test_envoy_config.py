@@ -49,7 +49,10 @@ def validate(envoy_bin: str, text: str, tmp_path: Path, name: str = "envoy.yaml"
     path.write_text(text)
     result = subprocess.run(
         [envoy_bin, "--mode", "validate", "-c", str(path), "--log-level", "error"],
-        cwd=cwd or tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=cwd or tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0 and "OK" in result.stdout, f"envoy rejected {name}:\n{result.stdout}\n{result.stderr}"
 
@@ -77,8 +80,7 @@ def test_checked_in_envoy_yaml_lists_the_descriptor_services_and_validates(descr
     p = envoy_config.parts(yaml.safe_load(envoy_config.TEMPLATE.read_text()))
     services = envoy_config.descriptor_services(descriptor)
     assert p["transcoder"]["services"] == services, (
-        "envoy.yaml's transcoder services differ from the descriptor set: "
-        "run `python scripts/envoy_config.py --sync-services`"
+        "envoy.yaml's transcoder services differ from the descriptor set: run `python scripts/envoy_config.py --sync-services`"
     )
     assert_every_service_transcoded_and_routed(p, services)
     # As is, from the repo root (its descriptor path is relative to it).
@@ -119,7 +121,15 @@ def test_edge_behaviour_is_configured():
     assert t["request_validation_options"]["reject_unknown_query_parameters"] is True
 
     cors = p["cors"]
-    for header in ("authorization", "content-type", "x-api-key", "x-request-id", "webhook-id", "webhook-timestamp", "webhook-signature"):
+    for header in (
+        "authorization",
+        "content-type",
+        "x-api-key",
+        "x-request-id",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    ):
         assert header in cors["allow_headers"].split(", ")
     assert set(cors["expose_headers"].split(", ")) >= {"x-request-id", "grpc-status", "grpc-message", "retry-after"}
     assert set(cors["allow_methods"].split(", ")) == {"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -134,7 +144,9 @@ def test_edge_behaviour_is_configured():
     body = hcm["local_reply_config"]["body_format"]["json_format"]
     assert set(body) == {"code", "message", "reason"}
     for name in SERVICES:  # gRPC; the blob server's cluster speaks HTTP/1.1 (tests/unit/test_media_edge.py)
-        options = p["clusters"][name]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        options = p["clusters"][name]["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]
         assert "http2_protocol_options" in options["explicit_http_config"]
 
 

@@ -284,7 +284,7 @@ def assert_sound(report: SyncReport, segments: list[Segment], limits: FitLimits)
             assert fitted.speed_factor == pytest.approx(policy_cap)
         # Never truncated: all the speech sounds, at the stretch reported.
         assert speech_length(fitted) == pytest.approx(segment.speech / fitted.stretch, abs=TOLERANCE)
-    for before, after in zip(spoken, spoken[1:]):
+    for before, after in zip(spoken, spoken[1:], strict=False):
         assert after.dubbed_start >= before.dubbed_end - TOLERANCE
     assert report.total_overflow == pytest.approx(sum(fitted.overflow for fitted in report.segments))
     assert report.overflowing_segments == sum(1 for fitted in report.segments if fitted.overflow > 0)
@@ -444,8 +444,17 @@ def test_the_report_says_per_segment_what_was_done_and_sums_it_up():
     assert first["overflow"] == "0.400s"
     assert (first["sourceText"], first["text"]) == ("Hello there.", "Olá.")
     assert document["segments"][1]["drift"] == "0.400s"
-    summary = {key: document.get(key) for key in (
-        "maxAppliedSpeedFactor", "segmentsOverCap", "overflowingSegments", "totalOverflow", "maxDrift", "outputDuration")}
+    summary = {
+        key: document.get(key)
+        for key in (
+            "maxAppliedSpeedFactor",
+            "segmentsOverCap",
+            "overflowingSegments",
+            "totalOverflow",
+            "maxDrift",
+            "outputDuration",
+        )
+    }
     assert summary == {
         "maxAppliedSpeedFactor": 1.5,
         "segmentsOverCap": 1,
@@ -459,6 +468,9 @@ def test_the_report_says_per_segment_what_was_done_and_sums_it_up():
 
 def test_the_report_lists_where_the_picture_is_extended():
     report = fit([Segment(1.0, 2.0, speech=2.6), Segment(2.5, 3.0, speech=0.5)], 3.0, policy=EXTEND)
-    extended = [(s.original_start_offset.ToTimedelta().total_seconds(), s.video_extension.ToTimedelta().total_seconds())
-                for s in report.to_message().segments if s.video_extension.ToNanoseconds()]
+    extended = [
+        (s.original_start_offset.ToTimedelta().total_seconds(), s.video_extension.ToTimedelta().total_seconds())
+        for s in report.to_message().segments
+        if s.video_extension.ToNanoseconds()
+    ]
     assert extended == [(1.0, pytest.approx(0.5, abs=1e-6))]

@@ -32,8 +32,16 @@ def test_defaults_and_sensible_options_pass():
         (job(max_speed_factor=1.6), "job.dubbing_options.max_speed_factor", "1.0 to 1.5"),
         (job(max_speed_factor=1.4, hard_speed_cap=1.2), "job.dubbing_options.hard_speed_cap", "max_speed_factor to 2.0"),
         (job(hard_speed_cap=2.5), "job.dubbing_options.hard_speed_cap", "max_speed_factor to 2.0"),
-        (job(P.JOB_KIND_AUDIO_TRANSLATION, fit_policy=P.FIT_POLICY_EXTEND_VIDEO), "job.dubbing_options.fit_policy", "VIDEO_DUBBING"),
-        (job(P.JOB_KIND_AUDIO_TRANSLATION, keep_original_audio=True), "job.dubbing_options.keep_original_audio", "VIDEO_DUBBING only"),
+        (
+            job(P.JOB_KIND_AUDIO_TRANSLATION, fit_policy=P.FIT_POLICY_EXTEND_VIDEO),
+            "job.dubbing_options.fit_policy",
+            "VIDEO_DUBBING",
+        ),
+        (
+            job(P.JOB_KIND_AUDIO_TRANSLATION, keep_original_audio=True),
+            "job.dubbing_options.keep_original_audio",
+            "VIDEO_DUBBING only",
+        ),
         (job(P.JOB_KIND_AUDIO_TRANSLATION, soft_subtitles=True), "job.dubbing_options.soft_subtitles", "VIDEO_DUBBING only"),
         (job(P.JOB_KIND_SUBTITLES, ducking_level=P.DUCKING_LEVEL_STRONG), "job.dubbing_options", "only AUDIO_TRANSLATION"),
     ],

@@ -29,12 +29,10 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
-
-from octavia_runtime import bus
-from octavia_runtime.server import LIVENESS
 import yaml
 
-from octavia_runtime import config
+from octavia_runtime import bus, config
+from octavia_runtime.server import LIVENESS
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s"
@@ -205,9 +203,15 @@ def test_placeholder_secrets_render_but_refuse_to_run(manifests):
     secret = generated(manifests, "Secret", "octavia-secrets")
     values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     assert set(values) == {
-        "OCTAVIA_DATABASE_URL", "OCTAVIA_JWT_SECRET", "OCTAVIA_SERVICE_SECRET", "OCTAVIA_BLOB_SIGNING_KEY",
-        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",  # media's S3 credentials, read by boto3
-        "OCTAVIA_SMTP_PASSWORD", "OCTAVIA_POLAR_TOKEN", "OCTAVIA_POLAR_WEBHOOK_SECRET",
+        "OCTAVIA_DATABASE_URL",
+        "OCTAVIA_JWT_SECRET",
+        "OCTAVIA_SERVICE_SECRET",
+        "OCTAVIA_BLOB_SIGNING_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",  # media's S3 credentials, read by boto3
+        "OCTAVIA_SMTP_PASSWORD",
+        "OCTAVIA_POLAR_TOKEN",
+        "OCTAVIA_POLAR_WEBHOOK_SECRET",
     }
     assert all("REPLACE" in v for v in values.values()), "placeholders must be marked for replacement"
     data = generated(manifests, "ConfigMap", "octavia-config")["data"]
@@ -371,7 +375,7 @@ def test_gateway_config_matches_the_manifests(manifests):
     assert size < CONFIGMAP_LIMIT, f"envoy-config is {size} bytes; ConfigMaps are limited to 1 MiB"
 
     assert envoy["admin"]["address"]["socket_address"]["port_value"] == 9901
-    listener_ports = [l["address"]["socket_address"]["port_value"] for l in envoy["static_resources"]["listeners"]]
+    listener_ports = [listener["address"]["socket_address"]["port_value"] for listener in envoy["static_resources"]["listeners"]]
     assert 8080 in listener_ports
     # The transcoder reads the descriptor set from the mounted ConfigMap.
     paths = list(walk(envoy, "proto_descriptor"))
@@ -410,8 +414,16 @@ def test_stage_workers_scale_on_jetstream_lag(manifests, scaled_objects):
         assert obj["metadata"]["namespace"] == NAMESPACE
         spec = obj["spec"]
         assert set(spec) <= {
-            "scaleTargetRef", "pollingInterval", "cooldownPeriod", "initialCooldownPeriod", "idleReplicaCount",
-            "minReplicaCount", "maxReplicaCount", "fallback", "advanced", "triggers",
+            "scaleTargetRef",
+            "pollingInterval",
+            "cooldownPeriod",
+            "initialCooldownPeriod",
+            "idleReplicaCount",
+            "minReplicaCount",
+            "maxReplicaCount",
+            "fallback",
+            "advanced",
+            "triggers",
         }, f"{svc}: unknown ScaledObject field"
         target = spec["scaleTargetRef"]
         assert target.get("kind", "Deployment") == "Deployment"

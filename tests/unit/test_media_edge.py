@@ -166,7 +166,11 @@ async def test_the_blob_servers_refusals_reach_the_client_through_envoy(blobs, h
 
 
 def test_browsers_may_put_to_blob_urls_from_an_allowed_origin(edge, blobs):
-    preflight = {"origin": edge.cors_origins[0], "access-control-request-method": "PUT", "access-control-request-headers": "content-type"}
+    preflight = {
+        "origin": edge.cors_origins[0],
+        "access-control-request-method": "PUT",
+        "access-control-request-headers": "content-type",
+    }
     reply = httpx.options(f"{edge.public_url}/blobs/uploads/u1/a.mp3", headers=preflight)
     assert reply.status_code == 200 and reply.headers["access-control-allow-origin"] == edge.cors_origins[0]
 
@@ -179,7 +183,9 @@ def test_without_the_route_override_the_transcoder_would_refuse_blob_urls(tmp_pa
     del route["typed_per_filter_config"]
     proc = start_envoy(config, yaml.safe_dump(doc), tmp_path)
     try:
-        reply = httpx.put(f"{config.public_url}/blobs/uploads/u1/a.mp3?sig=x", content=b"x", headers={"Content-Type": "audio/mpeg"})
+        reply = httpx.put(
+            f"{config.public_url}/blobs/uploads/u1/a.mp3?sig=x", content=b"x", headers={"Content-Type": "audio/mpeg"}
+        )
         assert reply.status_code == 404
     finally:
         proc.terminate()

@@ -15,8 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from scripts.sample_media import sample_video
 from octavia_runtime.languages import three_letter_code
+from scripts.sample_media import sample_video
 from services.media.ffmpeg import run
 from services.media.mixing import (
     MIX_SAMPLE_RATE,
@@ -202,7 +202,14 @@ def test_the_mix_encodes_to_a_file_that_decodes(tmp_path, original, voice, fmt, 
 
 
 def test_languages_are_tagged_with_the_codes_mp4_stores():
-    assert [three_letter_code(c) for c in ("pt", "pt-BR", "es", "zh-Hans", "ast", "xx")] == ["por", "por", "spa", "zho", "ast", "und"]
+    assert [three_letter_code(c) for c in ("pt", "pt-BR", "es", "zh-Hans", "ast", "xx")] == [
+        "por",
+        "por",
+        "spa",
+        "zho",
+        "ast",
+        "und",
+    ]
 
 
 # --------------------------------------------------------------------------- video

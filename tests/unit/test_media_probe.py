@@ -7,7 +7,7 @@ from octavia.media.v1 import media_pb2
 
 from services.media import ffmpeg
 from services.media.probe import ACCEPTED_CONTAINERS, ACCEPTED_FORMATS, MediaRejected, check_upload, probe
-from tests.integration.media_fixtures import SAMPLE_SECONDS, media_samples  # noqa: F401 - a fixture
+from tests.integration.media_fixtures import SAMPLE_SECONDS
 
 FOUR_HOURS_S = 4 * 3600
 

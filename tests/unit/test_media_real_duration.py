@@ -28,11 +28,7 @@ from services.media.probe import MediaRejected, check_upload, probe
 from services.media.stages import MediaStages
 from services.media.storage import LocalBlobStore
 from services.media.store import AssetRow
-from tests.integration.media_fixtures import (  # noqa: F401 - lying_samples is a fixture
-    CLAIMED_SECONDS,
-    REAL_SECONDS,
-    lying_samples,
-)
+from tests.integration.media_fixtures import CLAIMED_SECONDS, REAL_SECONDS
 from tests.unit.test_dub_stages import speech, translation
 
 LYING = ["lying.mkv", "lying.webm", "lying.m4a", "lying_video.mp4", "lying.flac", "lying.mp3", "chained.opus"]
@@ -95,13 +91,18 @@ def test_a_file_whose_packets_end_long_before_its_header_says_is_cut_short(lying
     assert refused.value.reason == "NOT_MEDIA" and "cut short" in refused.value.message
 
 
-@pytest.mark.parametrize(("ext", "codecs"), [("mkv", ["-c:a", "libvorbis", "-c:s", "srt"]), ("mp4", ["-c:a", "aac", "-c:s", "mov_text"])])
+@pytest.mark.parametrize(
+    ("ext", "codecs"), [("mkv", ["-c:a", "libvorbis", "-c:s", "srt"]), ("mp4", ["-c:a", "aac", "-c:s", "mov_text"])]
+)
 def test_subtitles_that_run_past_the_sound_neither_refuse_the_file_nor_lengthen_it(tmp_path, ext, codecs):
     """The header's duration covers the subtitle track (10 s); the media is the 2 s of sound."""
     srt = tmp_path / "late.srt"
     srt.write_text("1\n00:00:00,500 --> 00:00:01,500\nHello\n\n2\n00:00:08,000 --> 00:00:10,000\nLate\n")
     path = tmp_path / f"talk.{ext}"
-    run(["-f", "lavfi", "-i", "sine=duration=2", "-i", str(srt), "-map", "0", "-map", "1", *codecs, str(path)], "a file with subtitles")
+    run(
+        ["-f", "lavfi", "-i", "sine=duration=2", "-i", str(srt), "-map", "0", "-map", "1", *codecs, str(path)],
+        "a file with subtitles",
+    )
     info = probe(path)
     assert seconds(info.duration) == pytest.approx(2.0, abs=0.05)
     check_upload(info, FOUR_HOURS_S)

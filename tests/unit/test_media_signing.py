@@ -22,7 +22,9 @@ def put_grant(**changes) -> signing.Grant:
 
 
 def get_grant(**changes) -> signing.Grant:
-    fields = dict(method="GET", key=KEY, expires=NOW + 60, content_type="video/mp4", disposition="attachment", filename="talk.mp4")
+    fields = dict(
+        method="GET", key=KEY, expires=NOW + 60, content_type="video/mp4", disposition="attachment", filename="talk.mp4"
+    )
     return signing.Grant(**{**fields, **changes})
 
 
@@ -40,8 +42,14 @@ def test_a_signed_url_allows_what_it_was_signed_for():
 
 @pytest.mark.parametrize(
     ("field", "forged"),
-    [("method", "GET"), ("expires", str(NOW + 3600)), ("obj", signing.object_digest("uploads/other")),
-     ("max", "999999999"), ("type", "audio/mpeg"), ("sig", "A" * 43)],
+    [
+        ("method", "GET"),
+        ("expires", str(NOW + 3600)),
+        ("obj", signing.object_digest("uploads/other")),
+        ("max", "999999999"),
+        ("type", "audio/mpeg"),
+        ("sig", "A" * 43),
+    ],
 )
 def test_editing_any_field_of_a_put_url_breaks_its_signature(field, forged):
     params = {**signing.sign(SECRET, put_grant()), field: forged}
@@ -111,7 +119,8 @@ def test_local_store_urls_carry_the_grant_to_the_public_or_internal_base(tmp_pat
 
 
 @pytest.mark.parametrize(
-    "key", ["uploads/3f2a/talk.mp4", "jobs/8f3a/tts/pt/speech_segment.00042.wav", "assets/1/v..2.mp4", "a", "jobs/x/ünïcode name.srt"]
+    "key",
+    ["uploads/3f2a/talk.mp4", "jobs/8f3a/tts/pt/speech_segment.00042.wav", "assets/1/v..2.mp4", "a", "jobs/x/ünïcode name.srt"],
 )
 def test_valid_keys(key):
     assert check_key(key) == key
@@ -119,8 +128,21 @@ def test_valid_keys(key):
 
 @pytest.mark.parametrize(
     "key",
-    ["", "/etc/passwd", "uploads/../../etc/passwd", "..", "uploads/./x", "a//b", "a/b/", "a\\b", "a\x00b", "a\nb",
-     ".incoming/x", "uploads/.hidden", "x" * 1025],
+    [
+        "",
+        "/etc/passwd",
+        "uploads/../../etc/passwd",
+        "..",
+        "uploads/./x",
+        "a//b",
+        "a/b/",
+        "a\\b",
+        "a\x00b",
+        "a\nb",
+        ".incoming/x",
+        "uploads/.hidden",
+        "x" * 1025,
+    ],
 )
 def test_keys_that_could_escape_or_alias_are_refused(key):
     with pytest.raises(InvalidKey):
@@ -136,8 +158,14 @@ def test_prefixes_end_with_a_slash_and_are_never_empty():
 
 @pytest.mark.parametrize(
     ("filename", "safe"),
-    [("talk.mp4", "talk.mp4"), ("Mi vídeo (final).MOV", "Mi_v_deo_final_.MOV"), (".hidden.mp3", "hidden.mp3"),
-     ("..", "file"), ("日本語.wav", "_.wav"), ("a" * 300 + ".mp3", "a" * 100 + ".mp3")],
+    [
+        ("talk.mp4", "talk.mp4"),
+        ("Mi vídeo (final).MOV", "Mi_v_deo_final_.MOV"),
+        (".hidden.mp3", "hidden.mp3"),
+        ("..", "file"),
+        ("日本語.wav", "_.wav"),
+        ("a" * 300 + ".mp3", "a" * 100 + ".mp3"),
+    ],
 )
 def test_uploaded_file_names_become_safe_key_segments(filename, safe):
     assert key_safe_filename(filename) == safe

@@ -16,7 +16,11 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def new_job(kind=P.JOB_KIND_SUBTITLES, targets=("pt", "es")):
     job = P.Job(
-        name="jobs/j1", owner="users/u1", kind=kind, input_asset="assets/a1", display_name="talk.mp4",
+        name="jobs/j1",
+        owner="users/u1",
+        kind=kind,
+        input_asset="assets/a1",
+        display_name="talk.mp4",
         target_languages=list(targets),
     )
     nodes = pipeline.plan(kind, list(targets))
@@ -62,15 +66,22 @@ def test_subtitles_in_two_languages_run_every_stage_once_and_succeed():
     assert job.detected_language == "en"
     stages = [(pipeline.stage_name(t.stage), t.language) for t in published]
     assert stages == [
-        ("probe", ""), ("extract_audio", ""), ("transcribe", ""),
-        ("render_subtitles", "en"), ("translate", "pt"), ("translate", "es"),
-        ("render_subtitles", "pt"), ("render_subtitles", "es"),
+        ("probe", ""),
+        ("extract_audio", ""),
+        ("transcribe", ""),
+        ("render_subtitles", "en"),
+        ("translate", "pt"),
+        ("translate", "es"),
+        ("render_subtitles", "pt"),
+        ("render_subtitles", "es"),
     ]
     # The source subtitles are rendered in the detected language and read the transcript.
     source_render = published[3]
     assert source_render.inputs[0].role == R.ARTIFACT_ROLE_TRANSCRIPT
     assert {o.role for o in source_render.outputs} == {
-        R.ARTIFACT_ROLE_SUBTITLES_SRT, R.ARTIFACT_ROLE_SUBTITLES_VTT, R.ARTIFACT_ROLE_TRANSCRIPT_JSON,
+        R.ARTIFACT_ROLE_SUBTITLES_SRT,
+        R.ARTIFACT_ROLE_SUBTITLES_VTT,
+        R.ARTIFACT_ROLE_TRANSCRIPT_JSON,
     }
     assert len({t.task_id for t in published}) == len(published)
 
@@ -204,19 +215,30 @@ def test_user_artifacts_are_recorded_once_with_the_registered_asset():
     job, nodes, effects = new_job(P.JOB_KIND_TRANSCRIPTION, ())
     task = effects.publish[0]
     for _ in range(2):
-        task = succeed(job, nodes, task, **({"transcribe": R.TranscribeResult(detected_language="en")} if task.stage == P.STAGE_TRANSCRIBE else {})).publish[0]
+        task = succeed(
+            job,
+            nodes,
+            task,
+            **({"transcribe": R.TranscribeResult(detected_language="en")} if task.stage == P.STAGE_TRANSCRIBE else {}),
+        ).publish[0]
     task = succeed(job, nodes, task, transcribe=R.TranscribeResult(detected_language="en")).publish[0]
     assert task.stage == P.STAGE_RENDER_SUBTITLES and task.language == "en"
     assets = {
-        o.key: media_pb2.Asset(name=f"assets/{i}", filename=pipeline.artifact_filename(job, o), content_type=o.content_type, size_bytes=10)
+        o.key: media_pb2.Asset(
+            name=f"assets/{i}", filename=pipeline.artifact_filename(job, o), content_type=o.content_type, size_bytes=10
+        )
         for i, o in enumerate(task.outputs)
     }
-    outputs = R.StageEvent(task_id=task.task_id, job=task.job, stage=task.stage, attempt=1, outcome=R.STAGE_OUTCOME_SUCCEEDED, outputs=task.outputs)
+    outputs = R.StageEvent(
+        task_id=task.task_id, job=task.job, stage=task.stage, attempt=1, outcome=R.STAGE_OUTCOME_SUCCEEDED, outputs=task.outputs
+    )
     orchestrator.on_event(job, nodes, outputs, T0, assets=assets)
     assert job.state == P.STATE_SUCCEEDED
     assert sorted(a.filename for a in job.artifacts) == ["talk.en.json", "talk.en.srt", "talk.en.vtt"]
     assert {a.kind for a in job.artifacts} == {
-        P.ARTIFACT_KIND_SUBTITLES_SRT, P.ARTIFACT_KIND_SUBTITLES_VTT, P.ARTIFACT_KIND_TRANSCRIPT_JSON,
+        P.ARTIFACT_KIND_SUBTITLES_SRT,
+        P.ARTIFACT_KIND_SUBTITLES_VTT,
+        P.ARTIFACT_KIND_TRANSCRIPT_JSON,
     }
 
 
@@ -353,7 +375,12 @@ def test_a_dub_in_two_languages_succeeds_with_its_audio_video_and_report_artifac
         published.append(task)
         queue.extend(orchestrator.on_event(job, nodes, event(task, R.STAGE_OUTCOME_SUCCEEDED), T0, segments=done).publish)
     assert sorted((pipeline.stage_name(t.stage), t.language) for t in published) == [
-        ("encode", "es"), ("encode", "pt"), ("mix", "es"), ("mix", "pt"), ("mux", "es"), ("mux", "pt")
+        ("encode", "es"),
+        ("encode", "pt"),
+        ("mix", "es"),
+        ("mix", "pt"),
+        ("mux", "es"),
+        ("mux", "pt"),
     ]
     mux = next(t for t in published if t.stage == P.STAGE_MUX)
     assert mux.mux.keep_original_audio and mux.mux.soft_subtitles and mux.mux.source_language == "en"
@@ -385,7 +412,9 @@ def test_a_timed_out_tts_stage_is_tried_again_only_for_the_segments_not_done():
     retry = orchestrator.expire(job, nodes, deadlines, later, cancel_timeout_s=30, segments=done)
     assert [t.task_id for t in retry.publish] == ["j1/tts/pt/1/2", "j1/tts/pt/3/2"]
     # The first attempt's late answer for segment 1 is ignored; the second attempt's counts.
-    assert orchestrator.on_event(job, nodes, event(tts[1], R.STAGE_OUTCOME_SUCCEEDED), later, segments=done).ignored == "old attempt"
+    assert (
+        orchestrator.on_event(job, nodes, event(tts[1], R.STAGE_OUTCOME_SUCCEEDED), later, segments=done).ignored == "old attempt"
+    )
     for task in retry.publish:
         orchestrator.on_event(job, nodes, event(task, R.STAGE_OUTCOME_SUCCEEDED), later, segments=done)
     status = job.stages[nodes.index(next(n for n in nodes if n.stage == P.STAGE_TTS))]

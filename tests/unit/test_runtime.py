@@ -60,7 +60,7 @@ def test_replicas_sharing_the_service_secret_accept_each_others_page_tokens():
 def test_api_error_becomes_status_with_error_info_and_field_violations():
     status = invalid_argument({"email": "is required"}, reason="MISSING_EMAIL").to_status("auth.octavia")
     assert status.code == grpc.StatusCode.INVALID_ARGUMENT
-    (key, raw), = status.trailing_metadata
+    ((key, raw),) = status.trailing_metadata
     assert key == "grpc-status-details-bin"
     detail = status_pb2.Status.FromString(raw)
     info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()

@@ -9,9 +9,7 @@ import pytest
 from octavia_runtime.config import ROOT
 
 
-@pytest.mark.parametrize(
-    ("variable", "value"), [("OCTAVIA_TRANSCRIBE_PORT", "grpc"), ("OCTAVIA_NATS_URL", "localhost:4222")]
-)
+@pytest.mark.parametrize(("variable", "value"), [("OCTAVIA_TRANSCRIBE_PORT", "grpc"), ("OCTAVIA_NATS_URL", "localhost:4222")])
 def test_a_service_with_a_bad_variable_exits_naming_it(variable, value):
     env = {**os.environ, variable: value}
     done = subprocess.run(

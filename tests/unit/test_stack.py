@@ -84,7 +84,12 @@ def test_a_process_that_never_gets_ready_times_out(tmp_path, capsys):
     paths.run.mkdir()
     paths.log.mkdir()
     comp = stack.Component(
-        name="jobs", port=1, argv=[sys.executable, "-c", "import time; time.sleep(30)"], marker="-c", ready=lambda: False, ports=[]
+        name="jobs",
+        port=1,
+        argv=[sys.executable, "-c", "import time; time.sleep(30)"],
+        marker="-c",
+        ready=lambda: False,
+        ports=[],
     )
     stack._spawn(paths, comp)
     try:

@@ -105,13 +105,9 @@ def spoken(
     return transcript
 
 
-def translated(
-    language: str, segments: list[tuple[float, float, str]], *, total: float
-) -> transcribe_pb2.Transcript:
+def translated(language: str, segments: list[tuple[float, float, str]], *, total: float) -> transcribe_pb2.Transcript:
     """A transcript as the translate stage writes it: text and times, no words."""
-    transcript = transcribe_pb2.Transcript(
-        language=language, source_language="en", translation_engine="bergamot", model="small"
-    )
+    transcript = transcribe_pb2.Transcript(language=language, source_language="en", translation_engine="bergamot", model="small")
     transcript.duration.CopyFrom(duration(total))
     for index, (start, end, text) in enumerate(segments):
         segment = transcript.segments.add(index=index, text=text, source_text="(original)")
@@ -259,10 +255,13 @@ PORTUGUESE = [
     (0.4, 4.9, "Então, hoje vamos falar sobre a forma como as legendas são feitas e por que o seu tempo importa tanto."),
     (5.7, 9.8, "Quando você assiste a um filme em outra língua, lê as palavras na parte de baixo da tela."),
     (10.6, 12.7, "Se o texto passa rápido demais, você perde a história."),
-    (13.5, 28.0,
-     "E é por isso que as pessoas que as escrevem profissionalmente seguem um conjunto de regras sobre o "
-     "comprimento de cada linha, a velocidade de leitura e os intervalos entre os eventos, para que ninguém "
-     "precise escolher entre a imagem e as palavras na parte de baixo do quadro."),
+    (
+        13.5,
+        28.0,
+        "E é por isso que as pessoas que as escrevem profissionalmente seguem um conjunto de regras sobre o "
+        "comprimento de cada linha, a velocidade de leitura e os intervalos entre os eventos, para que ninguém "
+        "precise escolher entre a imagem e as palavras na parte de baixo do quadro.",
+    ),
     (28.8, 29.3, "Sim."),
     (30.1, 33.0, "Obrigado por assistir e até a próxima."),
 ]
@@ -364,9 +363,7 @@ def odd_transcripts(seed: int, count: int):
 # Every scenario, as build_cues is called on it: all are rendered and validated.
 SCENARIOS = {
     "english-talk": lambda: (english_talk(), {}),
-    "english-talk-60fps-dense": lambda: (
-        spoken("en", ENGLISH_TALK, segment_gap=0.05, word_gap=0.0), {"frame_rate": 60.0}
-    ),
+    "english-talk-60fps-dense": lambda: (spoken("en", ENGLISH_TALK, segment_gap=0.05, word_gap=0.0), {"frame_rate": 60.0}),
     "run-on": lambda: (spoken("en", [RUN_ON]), {}),
     "fast-speech": lambda: (fast_speech(), {}),
     "asr-quirks": lambda: (asr_quirks(), {}),
@@ -493,7 +490,11 @@ def test_any_asr_output_however_odd_gives_cues_that_follow_the_rules(seed):
         # Where the media ends with the speech, the last events may start a
         # little before their words to last 5/6 s.
         check_rules(
-            transcript, rendered, ENGLISH, frame_rate=frame_rate, articles=ARTICLES["en"],
+            transcript,
+            rendered,
+            ENGLISH,
+            frame_rate=frame_rate,
+            articles=ARTICLES["en"],
             follows_speech=not tight_end,
         )
 

@@ -292,7 +292,7 @@ def test_long_audio_is_cut_into_minute_chunks_at_its_quietest_moments():
     pieces = list(chunks(loud, rate))
     starts = [start for start, _ in pieces]
     assert starts[0] == 0.0
-    assert all(abs(cut - quiet - 0.05) <= 0.1 for cut, quiet in zip(starts[1:3], quiet_at))  # cut inside the silence
+    assert all(abs(cut - quiet - 0.05) <= 0.1 for cut, quiet in zip(starts[1:3], quiet_at, strict=True))  # cut inside the silence
     assert sum(len(piece) for _, piece in pieces) == len(loud)
     assert all(len(piece) <= CHUNK_S * rate for _, piece in pieces)
 
@@ -303,8 +303,22 @@ def test_a_16khz_mono_wav_is_mapped_from_disk_with_the_same_samples_as_decoding(
 
     wav = tmp_path / "tone.wav"
     subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
-         "-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le", str(wav)],
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=2",
+            "-ar",
+            "16000",
+            "-ac",
+            "1",
+            "-c:a",
+            "pcm_s16le",
+            str(wav),
+        ],
         check=True,
     )
     mapped = mapped_pcm(wav)

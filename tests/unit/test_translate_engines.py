@@ -15,7 +15,9 @@ from octavia.translate.v1 import translate_pb2
 
 from octavia_runtime.config import load
 from services.translate.engines import (
+    MAX_CHUNK_CHARS,
     MAX_CHUNK_WORDS,
+    MAX_WORD_CHARS,
     ApertiumEngine,
     BergamotEngine,
     MarianEngine,
@@ -27,7 +29,6 @@ from services.translate.engines import (
     split_sentences,
     translate_by_sentence,
 )
-from services.translate.engines import MAX_CHUNK_CHARS, MAX_WORD_CHARS
 
 ENGLISH = [
     "The children are playing in the park with their dog.",
@@ -50,7 +51,14 @@ def translators() -> Translators:
 
 
 def test_language_tags_are_looked_up_by_their_primary_subtag():
-    assert [primary_language(tag) for tag in ("pt-BR", "pt_PT", "PT", " en-US ", "zh-Hant-TW", "")] == ["pt", "pt", "pt", "en", "zh", ""]
+    assert [primary_language(tag) for tag in ("pt-BR", "pt_PT", "PT", " en-US ", "zh-Hant-TW", "")] == [
+        "pt",
+        "pt",
+        "pt",
+        "en",
+        "zh",
+        "",
+    ]
     assert [canonical_tag(tag) for tag in ("pt_br", "EN-us", "zh-hant-tw", "pt")] == ["pt-BR", "en-US", "zh-Hant-TW", "pt"]
 
 
@@ -93,7 +101,7 @@ def test_no_piece_sent_to_an_engine_is_longer_than_a_sentence_can_be():
 def test_bergamot_translates_english_into_portuguese_text_by_text(bergamot):
     portuguese = bergamot.translate_batch(ENGLISH, "en", "pt")
     assert len(portuguese) == len(ENGLISH)
-    for source, text in zip(ENGLISH, portuguese):
+    for source, text in zip(ENGLISH, portuguese, strict=True):
         assert text and text != source
     assert "parque" in portuguese[0] and "quinta" in portuguese[1].lower() and "sanduíche" in portuguese[2]
 
@@ -171,7 +179,7 @@ def test_a_translated_transcript_keeps_every_segment_and_its_timing(translators)
     assert translated.translation_engine == "bergamot" and translated.model == "base"
     assert translated.duration == original.duration
     assert len(translated.segments) == len(original.segments)
-    for before, after in zip(original.segments, translated.segments):
+    for before, after in zip(original.segments, translated.segments, strict=True):
         assert after.index == before.index
         assert after.start_offset == before.start_offset and after.end_offset == before.end_offset
         assert after.source_text == before.text

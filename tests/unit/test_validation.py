@@ -173,9 +173,7 @@ def _undeclared_strings():
             if field_behavior_pb2.OUTPUT_ONLY in options.Extensions[field_behavior_pb2.field_behavior]:
                 continue  # ignored in requests; the default limit still applies
             is_map = field.type == F.TYPE_MESSAGE and field.message_type.GetOptions().map_entry
-            holds_text = field.type == F.TYPE_STRING or (
-                is_map and F.TYPE_STRING in (f.type for f in field.message_type.fields)
-            )
+            holds_text = field.type == F.TYPE_STRING or (is_map and F.TYPE_STRING in (f.type for f in field.message_type.fields))
             if holds_text and not options.Extensions[limits_pb2.limits].max_length:
                 missing.append(f"{message.full_name}.{field.name}")
             if field.type == F.TYPE_MESSAGE and not is_map:
