@@ -60,7 +60,11 @@ def upload_put_check(store: MediaStore) -> PutCheck:
         if window is None:
             return 404, "UPLOAD_NOT_FOUND", "no upload has this URL"
         if window.state == COMPLETED:
-            return 409, "UPLOAD_CLOSED", "the upload was completed and its file is an asset now; start a new upload to send another"
+            return (
+                409,
+                "UPLOAD_CLOSED",
+                "the upload was completed and its file is an asset now; start a new upload to send another",
+            )
         if window.state == FAILED:
             return 409, "UPLOAD_CLOSED", "the upload was refused; start a new upload"
         if window.state != PENDING or (window.past_grace if arrived else window.expired):
@@ -89,7 +93,7 @@ async def sweep_uploads_once(store: MediaStore, blobs: BlobStore) -> int:
     and their staging key emptied, once each. Then every blob under a staging key whose
     upload is no longer PENDING goes: a presigned S3 URL cannot be revoked, so a PUT to
     it after CompleteUpload (or a refusal) lands whatever the upload's state, every round
-    until the URL expires.
+    until the URL expires. Last, the temporary files of writes that never finished.
     """
     deleted = 0
     while due := await store.uploads_to_sweep(SWEEP_GRACE, SWEEP_BATCH):
@@ -101,8 +105,9 @@ async def sweep_uploads_once(store: MediaStore, blobs: BlobStore) -> int:
         owners = {key: _upload_of(key) for key in keys[start : start + SWEEP_BATCH]}
         states = await store.upload_states([upload_id for upload_id in owners.values() if upload_id is not None])
         for key, upload_id in owners.items():
-            if states.get(upload_id) != PENDING:  # closed, or no upload at all
+            if upload_id is None or states.get(upload_id) != PENDING:  # closed, or no upload at all
                 deleted += await blobs.delete(key)
+    deleted += await blobs.discard_abandoned()
     if deleted:
         log.info("uploads.swept", blobs=deleted)
     return deleted

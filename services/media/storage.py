@@ -40,6 +40,9 @@ from . import signing
 MAX_KEY_BYTES = 1024  # S3's limit, applied to both backends so a key works on either
 BLOB_PATH = "/blobs/"  # where the blob server (and Envoy's route to it) serves keys
 INCOMING_DIR = ".incoming"  # the local backend's temporary files; no key can start with a dot
+# A temporary file not written to for this long belongs to a write that will never finish (its
+# process died): an upload URL lasts an hour, and a live transfer writes every few megabytes.
+ABANDONED_AFTER_S = 3600.0
 UPLOADS_PREFIX = "uploads/"  # where uploads are staged: uploads/<upload id>/<file>
 _COPY_CHUNK = 1024 * 1024
 
@@ -122,6 +125,9 @@ class BlobStore(Protocol):
     async def list_keys(self, prefix: str) -> list[str]:
         """The keys of every blob under `prefix` (which ends with /)."""
 
+    async def discard_abandoned(self) -> int:
+        """Delete what writes that never finished (a process killed mid-PUT) left behind; returns how many."""
+
     async def move(self, src: str, dst: str) -> None:
         """Move a blob to another key (replacing any blob there); BlobNotFound if `src` is absent."""
 
@@ -181,6 +187,20 @@ class LocalBlobStore:
         """A fresh temporary path on the store's filesystem, to write a blob before `commit`."""
         self.incoming.mkdir(parents=True, exist_ok=True)
         return self.incoming / uuid.uuid4().hex
+
+    async def discard_abandoned(self) -> int:
+        return await asyncio.to_thread(self._discard_abandoned, time.time() - ABANDONED_AFTER_S)
+
+    def _discard_abandoned(self, before: float) -> int:
+        discarded = 0
+        for temp in self.incoming.glob("*") if self.incoming.is_dir() else ():
+            try:
+                if temp.stat().st_mtime < before:
+                    temp.unlink()
+                    discarded += 1
+            except FileNotFoundError:
+                pass  # its write finished (or another sweep took it) meanwhile
+        return discarded
 
     def commit(self, temp: Path, key: str) -> None:
         """Rename a finished temporary file into place: readers see the old blob or the new, never half of one."""
@@ -372,9 +392,7 @@ class S3BlobStore:
 
     async def put_file(self, key: str, path: str | os.PathLike, content_type: str) -> int:
         check_key(key)
-        await asyncio.to_thread(
-            self.client.upload_file, str(path), self.bucket, key, ExtraArgs={"ContentType": content_type}
-        )
+        await asyncio.to_thread(self.client.upload_file, str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
         return os.path.getsize(path)
 
     async def get_file(self, key: str, path: str | os.PathLike) -> None:
@@ -436,6 +454,11 @@ class S3BlobStore:
     async def list_keys(self, prefix: str) -> list[str]:
         check_prefix(prefix)
         return await asyncio.to_thread(self._list_keys, prefix)
+
+    async def discard_abandoned(self) -> int:
+        # S3 stores an object whole or not at all; parts of a multipart upload that never completed
+        # are for the bucket's lifecycle rule (AbortIncompleteMultipartUpload).
+        return 0
 
     def _list_keys(self, prefix: str) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)

@@ -19,7 +19,7 @@ import pytest
 from services.media import signing
 from services.media.blobserver import BlobServer
 from services.media.server import sweep_uploads_once
-from services.media.storage import BlobNotFound, InvalidKey, LocalBlobStore, S3BlobStore
+from services.media.storage import ABANDONED_AFTER_S, BlobNotFound, InvalidKey, LocalBlobStore, S3BlobStore
 from services.media.store import COMPLETED, EXPIRED, FAILED, PENDING
 
 SECRET = "a-test-signing-key-of-at-least-32-characters"
@@ -207,7 +207,10 @@ async def test_a_signed_put_stores_the_file_and_a_signed_get_serves_it(blob_serv
     assert reply.status_code == 200 and reply.content == body
     assert reply.headers["content-type"] == "video/mp4"
     assert reply.headers["content-length"] == str(len(body))
-    assert reply.headers["content-disposition"] == "attachment; filename=\"Talk (final).mp4\"; filename*=UTF-8''Talk%20%28final%29.mp4"
+    assert (
+        reply.headers["content-disposition"]
+        == "attachment; filename=\"Talk (final).mp4\"; filename*=UTF-8''Talk%20%28final%29.mp4"
+    )
     reply = await http.get(get.url, headers={"Range": "bytes=100-199"})
     assert reply.status_code == 206 and reply.content == body[100:200]
     reply = await http.head(get.url)
@@ -241,9 +244,7 @@ async def test_a_put_with_another_content_type_is_refused(blob_server, http, sen
 async def test_expired_tampered_and_misused_urls_are_refused_in_json(blob_server, http):
     store = blob_server.store
     put = store.sign("uploads/u1/a.mp3", "PUT", 60, content_type="audio/mpeg", max_bytes=1000)
-    expired_params = signing.sign(
-        SECRET, signing.Grant("PUT", "uploads/u1/a.mp3", int(time.time()) - 1, 1000, "audio/mpeg")
-    )
+    expired_params = signing.sign(SECRET, signing.Grant("PUT", "uploads/u1/a.mp3", int(time.time()) - 1, 1000, "audio/mpeg"))
     cases = {
         "SIGNATURE_EXPIRED": ("PUT", put.url.split("?")[0] + "?" + urlencode(expired_params)),
         "SIGNATURE_INVALID": ("PUT", with_params(put.url, max="100000000")),
@@ -302,7 +303,9 @@ async def test_s3_delete_prefix_goes_past_one_listing_page(moto, aws_credentials
     source.write_bytes(b"s")
     keys = [f"jobs/j1/tts/pt/s.{i:05d}.wav" for i in range(1005)]  # more than one ListObjectsV2 page (1000)
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda key: store.client.put_object(Bucket=store.bucket, Key=key, Body=b"s", ContentType="audio/wav"), keys))
+        list(
+            pool.map(lambda key: store.client.put_object(Bucket=store.bucket, Key=key, Body=b"s", ContentType="audio/wav"), keys)
+        )
     await store.put_file("jobs/j2/keep.wav", source, "audio/wav")
     assert await store.delete_prefix("jobs/j1/") == 1005
     assert await store.size("jobs/j2/keep.wav") == 1
@@ -428,3 +431,15 @@ async def test_the_sweep_deletes_what_closed_uploads_still_receive_and_keeps_wha
     assert await sweep_uploads_once(uploads, store) == 1  # type: ignore[arg-type]
     assert await sweep_uploads_once(uploads, store) == 0  # type: ignore[arg-type]
     assert await store.list_keys("uploads/") == [pending]
+
+
+async def test_the_temporary_files_of_writes_that_never_finished_are_discarded(tmp_path):
+    store = LocalBlobStore(tmp_path / "blobs")
+    await store.prepare()
+    abandoned, live = store.incoming_path(), store.incoming_path()
+    abandoned.write_bytes(b"half a file")
+    live.write_bytes(b"still arriving")
+    long_ago = time.time() - 2 * ABANDONED_AFTER_S
+    os.utime(abandoned, (long_ago, long_ago))
+    assert await store.discard_abandoned() == 1
+    assert not abandoned.exists() and live.exists()
