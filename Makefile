@@ -58,6 +58,7 @@ bench: setup ## Run the benchmarks and print their figures (docs/performance.md)
 	$(PY) -m bench.transcribe
 	$(PY) -m bench.billing
 	$(PY) -m bench.dub
+	$(PY) -m bench.validation
 
 clean: down ## Remove generated code, the environment and local data
 	rm -rf build var $(VENV)

@@ -192,8 +192,11 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
             bad["job.kind"] = "required"
         if not job.input_asset:
             bad["job.input_asset"] = "required: the asset to process, assets/{asset}"
-        elif not job.input_asset.startswith("assets/"):
-            bad["job.input_asset"] = "must be an asset name, assets/{asset}"
+        else:
+            try:  # a name that cannot be an asset's is a bad field here, not media that the probe refuses
+                parse_name(job.input_asset, "assets", field="job.input_asset")
+            except ApiError as bad_name:
+                bad.update(bad_name.fields)
         targets = list(job.target_languages)
         if job.kind == P.JOB_KIND_TRANSCRIPTION and targets:
             bad["job.target_languages"] = "must be empty for a transcription"

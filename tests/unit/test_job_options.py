@@ -82,3 +82,10 @@ async def test_a_language_no_voice_speaks_is_refused_by_name():
         await api._voices(job(targets=("pt", "ga")))
     assert refused.value.reason == "UNSUPPORTED_LANGUAGE"
     assert "no voice speaks ga" in refused.value.fields["job.target_languages"]
+
+
+@pytest.mark.parametrize("name", ["assets/x", "jobs/00000000-0000-4000-8000-000000000000", "assets/", "x"])
+async def test_an_input_that_cannot_name_an_asset_is_a_bad_field_not_unreadable_media(name):
+    with pytest.raises(ApiError) as caught:
+        await api_with({})._validate(P.Job(kind=P.JOB_KIND_TRANSCRIPTION, input_asset=name))
+    assert caught.value.reason == "INVALID_ARGUMENT" and "job.input_asset" in caught.value.fields
