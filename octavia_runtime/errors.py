@@ -159,9 +159,11 @@ _DEPENDENCY_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,  # shutting down
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,  # "connection is closed": a pooled connection Postgres dropped
     nats.errors.ConnectionClosedError,
     nats.errors.ConnectionReconnectingError,
     nats.errors.NoServersError,
+    nats.errors.NoRespondersError,  # JetStream not answering yet (a restarted server electing its leaders)
     nats.errors.StaleConnectionError,
     nats.errors.TimeoutError,
     nats.errors.OutboundBufferLimitError,

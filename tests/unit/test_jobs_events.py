@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 import grpc
+import nats.errors
 import pytest
 import redis.exceptions
 
@@ -26,6 +27,8 @@ class PeerError(grpc.aio.AioRpcError):
         asyncpg.SerializationError("could not serialize"),
         redis.exceptions.ConnectionError(),
         TimeoutError(),
+        asyncpg.InterfaceError("cannot perform operation: connection is closed"),
+        nats.errors.NoRespondersError(),
     ],
 )
 def test_a_server_away_for_a_moment_is_tried_again(error):
