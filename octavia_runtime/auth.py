@@ -201,6 +201,8 @@ class RemoteAuthenticator:
             if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                 info = error_info(exc)
                 raise unauthenticated(info.reason if info else "UNAUTHENTICATED", exc.details() or "") from None
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # not even shaped like a credential (a 20 KB token)
+                raise unauthenticated("INVALID_TOKEN", "the credential is not valid") from None
             raise ApiError(
                 grpc.StatusCode.UNAVAILABLE, "AUTH_UNAVAILABLE", f"cannot check credentials now: {exc.code().name}"
             ) from None

@@ -11,6 +11,7 @@ to a single extra frame.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +37,7 @@ from .errors import ApiError, dependency_down, permission_denied, unauthenticate
 
 log = structlog.get_logger("rpc")
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _AUTHENTICATE = "/octavia.auth.v1.AuthService/AuthenticateToken"
 
 
@@ -148,7 +150,9 @@ class _Call:
 
     async def begin(self) -> None:
         metadata = {key: value for key, value in self.context.invocation_metadata() or () if isinstance(value, str)}
-        self.request_id = metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        given = metadata.get(REQUEST_ID_HEADER, "")
+        # A client's own id is kept if it looks like one: it goes back in the trailers and into every log line.
+        self.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         structlog.contextvars.bind_contextvars(request_id=self.request_id, rpc=self.method)
         # In the trailers, not the headers: one write less per call. Through Envoy the
         # client sees x-request-id as a response header (always_set_request_id_in_response).

@@ -265,3 +265,21 @@ def test_a_long_path_or_query_is_refused_with_a_reason_not_a_transport_error(res
         reply = rest.get(path, headers=victim.headers, params=params)
         assert reply.status_code == 400, reply.text[:300]
         assert "VALUE_TOO_LONG" in reply.text and len(reply.text) < 2000
+
+
+def test_hostile_credentials_and_request_ids_are_refused_or_replaced_never_a_server_error(rest, victim):
+    for headers in ({"authorization": "Bearer " + "t" * 20_000}, {"x-api-key": "k" * 20_000}, {"authorization": "Bearer a.b.c"}):
+        reply = rest.get("/v1/jobs", headers=headers)  # jobs asks auth, which refuses it
+        assert reply.status_code == 401, (list(headers), reply.status_code, reply.text[:200])
+    odd = rest.get("/v1/balance", headers={**victim.headers, "x-request-id": "r" * 20_000})
+    assert odd.status_code == 200
+
+
+def test_a_request_id_that_is_no_id_is_replaced_by_a_fresh_one(edge_channel, victim):
+    stub = billing_pb2_grpc.BillingServiceStub(edge_channel)
+    # (A 20 KB one is echoed by Envoy in the response headers, which is the client's own business.)
+    for odd in ("r" * 200, "a b", "x/../y"):
+        metadata = (("authorization", f"Bearer {victim.token}"), ("x-request-id", odd))
+        _, call = stub.GetBalance.with_call(billing_pb2.GetBalanceRequest(), metadata=metadata)
+        (given,) = [value for key, value in call.trailing_metadata() if key == "x-request-id"]
+        assert given != odd and len(given) == 32
