@@ -13,6 +13,8 @@ the reason.
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from typing import cast
@@ -70,6 +72,15 @@ class ApiError(Exception):
 def clip(text: str, limit: int) -> str:
     """`text`, cut to at most `limit` characters (marked with an ellipsis when cut)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# An absolute path of two parts or more, not inside a URL or a resource name.
+_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s'\":,;()\[\]<>]+/)+[^\s'\":,;()\[\]<>]*")
+
+
+def without_paths(text: str) -> str:
+    """`text` with this machine's file paths cut to their file names: what users read names no server folder."""
+    return _PATH.sub(lambda found: os.path.basename(found.group().rstrip("/")) or "…", text)
 
 
 def _clipped(entries: Mapping[str, str] | None) -> dict[str, str]:

@@ -43,6 +43,7 @@ from nats.js.kv import KeyValue
 from octavia.jobs.v1 import jobs_pb2, stages_pb2
 
 from . import bus
+from .errors import MAX_MESSAGE_CHARS, clip, without_paths
 from .metrics import STAGE_SECONDS
 
 log = structlog.get_logger("stages")
@@ -146,6 +147,8 @@ def stage_name(stage: int) -> str:
 
 
 def error_status(reason: str, message: str, domain: str, code: int) -> status_pb2.Status:
+    """A stage's or a job's error as its owner will read it: clipped, and naming no server path."""
+    message = clip(without_paths(message), MAX_MESSAGE_CHARS)
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=domain))
     return status_pb2.Status(code=code, message=message, details=[detail])

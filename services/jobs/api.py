@@ -117,7 +117,7 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
         # The input's probe, the language and voice checks and the job's reservation row (see _reserve) side by side.
         try:
             asset, _, voices, _ = await asyncio.gather(
-                self._input(spec.input_asset, owner),
+                self._input(spec, owner),
                 self._check_languages(spec),
                 self._voices(spec),
                 self.store.reserving(job_id),
@@ -245,15 +245,23 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
             chosen[language] = wanted or voices[0].name
         return chosen
 
-    async def _input(self, asset: str, owner: str) -> media_pb2.ProbeMediaResponse:
+    async def _input(self, job: jobs_pb2.Job, owner: str) -> media_pb2.ProbeMediaResponse:
+        """The input, probed: media of the caller's, with a picture if the job dubs a video."""
+        asset = job.input_asset
         try:
-            return await self.media.ProbeMedia(media_pb2.ProbeMediaRequest(asset=asset, owner=f"users/{owner}"), timeout=30)
+            reply = await self.media.ProbeMedia(media_pb2.ProbeMediaRequest(asset=asset, owner=f"users/{owner}"), timeout=30)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise not_found("asset", asset) from None
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise invalid_argument({"job.input_asset": exc.details() or ""}, reason="INPUT_NOT_MEDIA") from None
             raise
+        if job.kind == P.JOB_KIND_VIDEO_DUBBING and not pipeline.has_picture(reply.media_info):
+            raise invalid_argument(
+                {"job.input_asset": f"{asset} has no video to dub; JOB_KIND_AUDIO_TRANSLATION dubs its sound"},
+                reason="NO_VIDEO_STREAM",
+            )
+        return reply
 
     async def _check_languages(self, job: jobs_pb2.Job) -> None:
         models, default_model = await self.catalogue.models()

@@ -311,6 +311,11 @@ def artifact_filename(job: jobs_pb2.Job, ref: stages_pb2.ArtifactRef) -> str:
     return f"{stem}{language}.{ext}"
 
 
+def has_picture(info: media_pb2.MediaInfo) -> bool:
+    """Whether the input has a moving picture (cover art does not count)."""
+    return any(s.type == media_pb2.STREAM_TYPE_VIDEO and not s.attached_picture for s in info.streams)
+
+
 def video_frame_rate(info: media_pb2.MediaInfo) -> float:
     """The frame rate of the input's moving picture (cover art does not count); 0 without one."""
     for stream in info.streams:

@@ -19,6 +19,8 @@ import av
 import ffmpeg as ffmpeg_python
 import imageio_ffmpeg
 
+from octavia_runtime.errors import without_paths
+
 ASR_SAMPLE_RATE = 16000  # what Whisper expects
 _STDERR_TAIL_LINES = 15
 # Read this far past a limit: a codec's delay and rounding never cut what the limit allows.
@@ -26,11 +28,20 @@ _READ_MARGIN_S = 1.0
 
 
 class FfmpegError(RuntimeError):
-    """An ffmpeg step failed; the message says which and ends with the tail of ffmpeg's stderr."""
+    """An ffmpeg step failed; the message says which and ends with the tail of ffmpeg's stderr.
+
+    The message names this machine's files: it is for the log. `reason` is what a user may read.
+    """
 
     def __init__(self, what: str, stderr: bytes | None):
         self.stderr_tail = "\n".join((stderr or b"").decode(errors="replace").strip().splitlines()[-_STDERR_TAIL_LINES:])
         super().__init__(what + (f"; ffmpeg said:\n{self.stderr_tail}" if self.stderr_tail else ""))
+
+    @property
+    def reason(self) -> str:
+        """ffmpeg's last word on it, with paths cut to their file names (short; for a job's error)."""
+        last = self.stderr_tail.splitlines()[-1] if self.stderr_tail else "ffmpeg failed"
+        return without_paths(last)[:200]
 
 
 @functools.cache

@@ -65,6 +65,10 @@ _TAIL_SHARE = 0.1
 # accounts for encoder delay and padding, an MP3's ~50 ms, that packet timestamps
 # include); further off, the packets are the truth. A header can gain a liar no more.
 _HEADER_SLACK_S = 0.25
+# The largest picture accepted: 8K. A dub re-encodes the picture when it holds it or burns in
+# subtitles, and no H.264 level encodes more (8192x8192 fails in libx264).
+MAX_PICTURE_SIDE = 8192
+MAX_PICTURE_PIXELS = 8192 * 4320
 
 
 class MediaRejected(Exception):
@@ -97,7 +101,7 @@ def probe(path: str | os.PathLike) -> media_pb2.MediaInfo:
 
 
 def check_upload(info: media_pb2.MediaInfo, max_duration_s: int) -> None:
-    """The upload rules: MediaRejected(UNSUPPORTED_FORMAT | NO_AUDIO_STREAM | NOT_MEDIA | MEDIA_TOO_LONG)."""
+    """The upload rules: MediaRejected(UNSUPPORTED_FORMAT | NO_AUDIO_STREAM | NOT_MEDIA | MEDIA_TOO_LONG | VIDEO_TOO_LARGE)."""
     if info.format_name not in ACCEPTED_FORMATS:
         raise MediaRejected(
             "UNSUPPORTED_FORMAT",
@@ -112,6 +116,14 @@ def check_upload(info: media_pb2.MediaInfo, max_duration_s: int) -> None:
         raise MediaRejected(
             "MEDIA_TOO_LONG", f"the media lasts {_clock(seconds)}, more than the limit of {_clock(max_duration_s)}"
         )
+    for stream in info.streams:
+        if stream.type == media_pb2.STREAM_TYPE_VIDEO and not stream.attached_picture:
+            if max(stream.width, stream.height) > MAX_PICTURE_SIDE or stream.width * stream.height > MAX_PICTURE_PIXELS:
+                raise MediaRejected(
+                    "VIDEO_TOO_LARGE",
+                    f"the picture is {stream.width}x{stream.height}; at most 8K ({MAX_PICTURE_SIDE} pixels a side, "
+                    f"{MAX_PICTURE_PIXELS:,} in all) can be dubbed or subtitled",
+                )
 
 
 # --------------------------------------------------------------------------- description

@@ -13,18 +13,20 @@ import tempfile
 from pathlib import Path
 from uuid import UUID
 
+import structlog
 from google.protobuf import json_format
 from octavia.jobs.v1 import jobs_pb2, stages_pb2
 from octavia.media.v1 import media_pb2
 from octavia.transcribe.v1 import transcribe_pb2
 
-from octavia_runtime.stages import Handler, StageContext, StageOutput, duration, permanent
+from octavia_runtime.stages import Handler, StageContext, StageError, StageOutput, duration, permanent
 
 from . import dubbing, ffmpeg, mixing, subtitles
 from .probe import MediaRejected, probe
 from .storage import BlobNotFound, BlobStore
 from .store import AssetRow, MediaStore
 
+log = structlog.get_logger("media")
 R = stages_pb2
 P = jobs_pb2
 
@@ -90,7 +92,7 @@ class MediaStages:
                 try:
                     await asyncio.to_thread(ffmpeg.extract_audio, source, out, rate, max_seconds=paid)
                 except ffmpeg.FfmpegError as exc:
-                    raise permanent("MEDIA_UNREADABLE", f"the audio could not be decoded: {exc}") from None
+                    raise _unreadable("the audio could not be decoded", exc) from None
             stored = _stored(target, await self.storage.put_file(target.key, out, target.content_type))
         # 16-bit mono PCM: the length follows from the size (44-byte RIFF header).
         stored.duration.CopyFrom(duration(max(0, stored.size_bytes - 44) / (2 * rate)))
@@ -157,7 +159,7 @@ class MediaStages:
                 try:
                     report, mixed = await asyncio.to_thread(dubbing.mix_dub, source, translation, speeches, folder, settings)
                 except ffmpeg.FfmpegError as exc:
-                    raise permanent("MEDIA_UNREADABLE", f"the dub could not be mixed: {exc}") from None
+                    raise _unreadable("the dub could not be mixed", exc) from None
                 except ValueError as exc:  # the fit or the voice track refused the timing: retrying cannot help
                     raise permanent("BAD_TIMING", f"the dub could not be fitted: {exc}") from None
             report_path = folder / "sync.json"
@@ -208,8 +210,14 @@ class MediaStages:
                 try:
                     await asyncio.to_thread(dubbing.mux_dub, source, mixed, report, translation, out, settings)
                 except ffmpeg.FfmpegError as exc:
-                    raise permanent("MEDIA_UNREADABLE", f"the dubbed video could not be made: {exc}") from None
+                    raise _unreadable("the dubbed video could not be made", exc) from None
             return StageOutput([await self._put(ctx.output(R.ARTIFACT_ROLE_VIDEO), out)])
+
+
+def _unreadable(what: str, exc: ffmpeg.FfmpegError) -> StageError:
+    """The job's error: what failed and ffmpeg's reason, without this machine's paths (the log has it all)."""
+    log.warning("media.ffmpeg_failed", what=what, error=str(exc))
+    return permanent("MEDIA_UNREADABLE", f"{what} ({exc.reason})")
 
 
 def _stored(ref: stages_pb2.ArtifactRef, size: int) -> stages_pb2.ArtifactRef:

@@ -31,6 +31,7 @@ from services.media.ffmpeg import ffmpeg_exe
 
 from . import dub_checks as dc
 from .jobs_flow import create_job, download, uploaded_asset, wait_for, watch
+from .test_auth_flow import reason_of
 from .test_jobs import TERMINAL, rest_user
 
 pytestmark = pytest.mark.integration
@@ -408,6 +409,14 @@ def test_extend_video_is_refused_for_an_audio_translation_naming_the_field(rest,
     fields = [v["field"] for d in body["details"] for v in d.get("fieldViolations", [])]
     assert fields == ["job.dubbing_options.fit_policy"]
     assert "job.dubbing_options.fit_policy" in body["message"]
+
+
+def test_a_video_dub_of_sound_alone_is_refused_when_created_not_failed_later(rest, dubber, dubs, clips):
+    job = {"kind": "JOB_KIND_VIDEO_DUBBING", "inputAsset": dubs.asset(clips["speech"]), "targetLanguages": ["pt"]}
+    response = create_job(rest, dubber, job)
+    assert response.status_code == 400, response.text
+    assert reason_of(response.json()) == "NO_VIDEO_STREAM"
+    assert "JOB_KIND_AUDIO_TRANSLATION" in response.json()["message"]
 
 
 # ---------------------------------------------------------------------------- 6. charges

@@ -134,3 +134,20 @@ def test_a_subtitle_file_is_not_media(tmp_path):
     with pytest.raises(MediaRejected) as refused:
         probe(srt)
     assert refused.value.reason == "NOT_MEDIA" and "no audio or video" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "ok"), [(7680, 4320, True), (4320, 7680, True), (8192, 8192, False), (16384, 64, False)]
+)
+def test_a_picture_larger_than_8k_is_refused_at_upload(width, height, ok):
+    info = media_pb2.MediaInfo(format_name="matroska,webm")
+    info.duration.seconds = 10
+    info.streams.add(type=media_pb2.STREAM_TYPE_AUDIO)
+    info.streams.add(type=media_pb2.STREAM_TYPE_VIDEO, width=width, height=height)
+    info.streams.add(type=media_pb2.STREAM_TYPE_VIDEO, width=10_000, height=10_000, attached_picture=True)  # cover art
+    if ok:
+        check_upload(info, FOUR_HOURS_S)
+    else:
+        with pytest.raises(MediaRejected) as refused:
+            check_upload(info, FOUR_HOURS_S)
+        assert refused.value.reason == "VIDEO_TOO_LARGE"
