@@ -24,7 +24,7 @@ from uuid import UUID
 
 import orjson
 
-from .errors import invalid_argument
+from .errors import ApiError, invalid_argument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
@@ -80,7 +80,7 @@ def decode_token(token: str, scope: str) -> dict[str, Any] | None:
     return cursor
 
 
-def _invalid():
+def _invalid() -> ApiError:
     return invalid_argument({"page_token": "is not a token from a previous page of this list"}, reason="INVALID_PAGE_TOKEN")
 
 

@@ -243,7 +243,7 @@ def _check_value(rule: _Rule, value: Any, path: str, problems: list[tuple[str, s
         if abs(seconds) > _DURATION_MAX_S or abs(nanos) > _NANOS or (seconds and nanos and (seconds < 0) != (nanos < 0)):
             problems.append(("range", path, "is not a valid duration (at most about 10,000 years)"))
         else:
-            _check_bounds(rule, seconds + nanos / 1e9, path, problems)
+            _check_bounds(rule, seconds + nanos / 1e9, path, problems, unit=" s")
     elif kind == "timestamp":
         if not _TIMESTAMP_RANGE_S[0] <= value.seconds <= _TIMESTAMP_RANGE_S[1] or not 0 <= value.nanos <= _NANOS:
             problems.append(("range", path, "is not a valid time (years 1 to 9999)"))
@@ -251,11 +251,11 @@ def _check_value(rule: _Rule, value: Any, path: str, problems: list[tuple[str, s
         _check_message(value, path + ".", problems)
 
 
-def _check_bounds(rule: _Rule, value: float, path: str, problems: list[tuple[str, str, str]]) -> None:
+def _check_bounds(rule: _Rule, value: float, path: str, problems: list[tuple[str, str, str]], unit: str = "") -> None:
     if rule.minimum is not None and value < rule.minimum:
-        problems.append(("range", path, f"must be at least {_number(rule.minimum)}, not {_number(value)}"))
+        problems.append(("range", path, f"must be at least {_number(rule.minimum)}{unit}, not {_number(value)}{unit}"))
     elif rule.maximum is not None and value > rule.maximum:
-        problems.append(("range", path, f"must be at most {_number(rule.maximum)}, not {_number(value)}"))
+        problems.append(("range", path, f"must be at most {_number(rule.maximum)}{unit}, not {_number(value)}{unit}"))
 
 
 def _number(value: float) -> str:

@@ -35,7 +35,6 @@ from .views import job_event, job_message, now
 
 log = structlog.get_logger("jobs")
 P = jobs_pb2
-MAX_TARGETS = 10
 HEARTBEAT_S = 15.0
 CATALOGUE_TTL_S = 30.0
 DELETE_SETTLE_S = 15.0
@@ -202,8 +201,6 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
             bad["job.target_languages"] = "must be empty for a transcription"
         if job.kind != P.JOB_KIND_TRANSCRIPTION and job.kind and not targets:
             bad["job.target_languages"] = "at least one target language is required"
-        if len(targets) > MAX_TARGETS:
-            bad["job.target_languages"] = f"at most {MAX_TARGETS} languages"
         if len({primary_language(t) for t in targets}) != len(targets):
             bad["job.target_languages"] = "languages must not repeat"
         for tag in (*targets, *([job.source_language] if job.source_language else [])):
@@ -211,9 +208,6 @@ class JobApi(jobs_pb2_grpc.JobServiceServicer):
                 bad["job.target_languages" if tag in targets else "job.source_language"] = f"{tag!r} is not a BCP-47 language tag"
         if job.source_language and primary_language(job.source_language) in {primary_language(t) for t in targets}:
             bad["job.target_languages"] = "a target language must differ from the source language"
-        limit = job.stage_time_limit.ToTimedelta().total_seconds()
-        if limit < 0 or limit > pipeline.MAX_TIME_LIMIT_S:
-            bad["job.stage_time_limit"] = f"between 0 (default) and {pipeline.MAX_TIME_LIMIT_S} seconds"
         bad.update(_dubbing_problems(job))
         if job.subtitle_options.burn_in and job.kind != P.JOB_KIND_VIDEO_DUBBING:
             if job.kind == P.JOB_KIND_SUBTITLES:

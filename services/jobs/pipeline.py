@@ -30,7 +30,6 @@ R = stages_pb2
 
 TERMINAL_STATES = (P.STATE_SUCCEEDED, P.STATE_FAILED, P.STATE_CANCELLED)
 DEFAULT_TIME_LIMIT_S = 30 * 60
-MAX_TIME_LIMIT_S = 6 * 3600
 SOURCE = ""  # the `language` of nodes working on the source language
 
 # Share of the overall progress bar each stage takes (per language where it fans out).

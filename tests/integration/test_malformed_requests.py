@@ -14,6 +14,8 @@ cases per method and route (default 6).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import random
 import subprocess
@@ -100,9 +102,9 @@ def _grpc_problem(method: Method, call, what: str) -> str | None:
     """What is wrong with the answer of a gRPC call (None: a clean answer or a clean refusal)."""
     try:
         if method.streaming:
-            next(iter(call))
+            next(iter(call))  # the first answer (or the refusal) is enough
         else:
-            call.result() if hasattr(call, "result") else call
+            call.result()
         return None
     except StopIteration:
         return None
@@ -128,11 +130,10 @@ def _call(channel: grpc.Channel, method: Method, payload: bytes, metadata):
     return stub.future(payload, metadata=metadata, timeout=15)
 
 
-def _session_ended(call) -> bool:
-    try:
-        exc = call.exception() if hasattr(call, "exception") else None
-    except grpc.FutureTimeoutError:
-        return False
+def _session_ended(method: Method, call) -> bool:
+    if method.streaming:
+        return False  # only LogOut and LogOutEverywhere end the session, and both are unary
+    exc = call.exception()
     info = error_info(exc) if isinstance(exc, grpc.RpcError) else None
     return info is not None and info.reason == "SESSION_ENDED"
 
@@ -187,7 +188,7 @@ def test_malformed_requests_get_clean_refusals_and_lose_nothing(stack, rest, edg
                 sent += 1
                 if problem := _grpc_problem(method, call, what):
                     problems.append(problem)
-                if _session_ended(call):
+                if _session_ended(method, call):
                     victim.log_in_again()
             if method.http is not None:
                 http = http_case(method, plausible(method, victim.known, rng), rng)
@@ -236,9 +237,6 @@ def _final_jobs(rest: httpx.Client, victim: Victim, timeout: float = 240) -> lis
 
 
 def test_a_forged_page_token_is_invalid_page_token_on_every_list(rest, victim):
-    import base64
-    import json
-
     forged = [
         base64.urlsafe_b64encode(json.dumps({"t": "99999-01-01T00:00:00", "id": str(uuid.uuid4())}).encode()).decode(),
         base64.urlsafe_b64encode(b"[" * 100_000).decode()[:400],

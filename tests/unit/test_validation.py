@@ -136,6 +136,21 @@ def test_a_number_that_is_not_finite_is_refused(value):
     assert refusal(request).reason == "NUMBER_OUT_OF_RANGE"
 
 
+def test_lists_and_numbers_keep_their_declared_bounds():
+    many = job_request()
+    many.job.target_languages.extend(["es", "fr", "it", "de", "ja", "zh", "hi", "ko", "ru", "ar"])  # 11 in all
+    assert refusal(many).reason == "TOO_MANY_VALUES"
+    for seconds, ok in ((0, True), (21_600, True), (21_601, False), (-1, False)):
+        request = job_request()
+        request.job.stage_time_limit.seconds = seconds
+        if ok:
+            validation.check(request)
+        else:
+            error = refusal(request)
+            assert error.reason == "NUMBER_OUT_OF_RANGE" and " s" in error.fields["job.stage_time_limit"]
+    assert refusal(media_pb2.CreateDownloadUrlRequest(name="assets/a", ttl={"seconds": 86_401})).fields.keys() == {"ttl"}
+
+
 def test_many_problems_are_reported_together_but_boundedly():
     request = translate_pb2.TranslateTextRequest(texts=["\x00"] * 500)
     error = refusal(request)
